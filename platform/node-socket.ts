@@ -1,0 +1,317 @@
+// A Conn over a node:net / node:tls socket (or any Duplex wrapped by node:tls), the
+// STARTTLS upgrades built on node:tls, and a relay driven by data/drain events.
+// Node uses all of it; Deno uses it for TLS sessions that its native API cannot
+// make (server-side STARTTLS, client certificates, verify off). node:net, node:tls
+// and node:stream behave the same on the three runtimes for what is used here.
+//
+// Docs relied on:
+//   https://nodejs.org/api/net.html#class-netsocket (data, end, drain, allowHalfOpen)
+//   https://nodejs.org/api/tls.html#new-tlstlssocketsocket-options (server-side STARTTLS)
+//   https://nodejs.org/api/tls.html#event-secureconnection (authorized / authorizationError)
+//   https://nodejs.org/api/tls.html#tlsconnectoptions-callback (options.socket: client STARTTLS)
+
+import type * as net from "node:net";
+import type { Duplex } from "node:stream";
+import * as tls from "node:tls";
+import type { Address, Conn, RelayHandle, RelayOpts, TlsClient, TlsInfo, TlsServer } from "../src/platform.ts";
+import { clientTlsOptions, serverSecureContext, serverTlsOptions, tlsInfoOf } from "./node-tls.ts";
+import { type Direction, RelayControl } from "./relay-control.ts";
+
+/** Unread bytes queued before the socket is paused; read() resumes it. */
+export const READ_HIGH_WATER = 64 * 1024;
+/** A peer that does not finish a TLS handshake in this time is dropped (nginx mail `timeout` default). */
+export const TLS_HANDSHAKE_TIMEOUT_MS = 60_000;
+
+type Waiter = { resolve: () => void; reject: (e: Error) => void };
+
+/** What a relay takes over from a SocketConn: the socket plus bytes read but not consumed. */
+export interface DetachedSocket {
+  readonly socket: net.Socket;
+  readonly pending: Uint8Array[];
+  readonly ended: boolean;
+}
+
+// ---------------------------------------------------------------------------
+// Conn
+
+export class SocketConn implements Conn {
+  readonly remote: Address;
+  readonly local: Address;
+  readonly tlsInfo?: TlsInfo;
+  readonly #sock: net.Socket;
+  #queue: Uint8Array[] = [];
+  #queued = 0;
+  #ended = false; // FIN received, or the socket is gone
+  #closed = false;
+  #detached = false;
+  #error: Error | undefined;
+  #reader: ((chunk: Uint8Array | null) => void) | undefined;
+  #drainWaiters: Waiter[] = [];
+
+  constructor(sock: net.Socket, at?: { remote: Address; local: Address }, tlsInfo?: TlsInfo) {
+    this.#sock = sock;
+    this.remote = at?.remote ?? { host: stripV4Mapped(sock.remoteAddress ?? ""), port: sock.remotePort ?? 0 };
+    this.local = at?.local ?? { host: stripV4Mapped(sock.localAddress ?? ""), port: sock.localPort ?? 0 };
+    this.tlsInfo = tlsInfo;
+    sock.on("data", this.#onData);
+    sock.on("end", this.#onEnd);
+    sock.on("drain", this.#onDrain);
+    sock.on("error", this.#onError);
+    sock.on("close", this.#onClose);
+  }
+
+  #onData = (buf: Uint8Array): void => {
+    const chunk = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength); // plain view, not a Buffer
+    const reader = this.#reader;
+    if (reader !== undefined) {
+      this.#reader = undefined;
+      reader(chunk);
+      return;
+    }
+    this.#queue.push(chunk);
+    this.#queued += chunk.byteLength;
+    if (this.#queued > READ_HIGH_WATER) this.#sock.pause();
+  };
+
+  #onEnd = (): void => {
+    this.#ended = true;
+    this.#wakeReader();
+  };
+
+  #onDrain = (): void => {
+    const waiters = this.#drainWaiters;
+    this.#drainWaiters = [];
+    for (const w of waiters) w.resolve();
+  };
+
+  #onError = (err: Error): void => {
+    this.#error ??= err;
+  };
+
+  #onClose = (): void => {
+    this.#ended = true;
+    this.#closed = true;
+    this.#wakeReader();
+    this.#failWriters();
+  };
+
+  #wakeReader(): void {
+    const reader = this.#reader;
+    this.#reader = undefined;
+    reader?.(null);
+  }
+
+  #failWriters(): void {
+    const waiters = this.#drainWaiters;
+    this.#drainWaiters = [];
+    const err = this.#error ?? new Error("Cannot write: connection closed");
+    for (const w of waiters) w.reject(err);
+  }
+
+  read(): Promise<Uint8Array | null> {
+    const chunk = this.#queue.shift();
+    if (chunk !== undefined) {
+      this.#queued -= chunk.byteLength;
+      if (this.#queued <= READ_HIGH_WATER && this.#sock.isPaused() && !this.#detached) this.#sock.resume();
+      return Promise.resolve(chunk);
+    }
+    if (this.#ended || this.#detached) return Promise.resolve(null);
+    if (this.#reader !== undefined) return Promise.reject(new Error("Cannot read: another read is pending"));
+    return new Promise((resolve) => (this.#reader = resolve));
+  }
+
+  write(data: Uint8Array): Promise<void> {
+    const sock = this.#sock;
+    if (this.#closed || this.#detached || sock.destroyed) {
+      return Promise.reject(this.#error ?? new Error("Cannot write: connection closed"));
+    }
+    if (sock.writableEnded) return Promise.reject(new Error("Cannot write: write side already closed"));
+    if (sock.write(data)) return Promise.resolve();
+    return new Promise((resolve, reject) => this.#drainWaiters.push({ resolve, reject }));
+  }
+
+  closeWrite(): Promise<void> {
+    const sock = this.#sock;
+    if (this.#closed || this.#detached || sock.destroyed || sock.writableFinished) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        sock.off("close", done);
+        resolve();
+      };
+      sock.once("close", done);
+      sock.end(done);
+    });
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#ended = true;
+    this.#sock.destroy();
+    this.#wakeReader();
+    this.#failWriters();
+  }
+
+  async startTls(t: TlsServer | TlsClient): Promise<Conn> {
+    const sock = this.detach().socket;
+    const at = { remote: this.remote, local: this.local };
+    const secure = t.side === "server" ? await startServerTls(sock, t) : await startClientTls(sock, t, this.remote.host);
+    return new SocketConn(secure, at, tlsInfoOf(secure));
+  }
+
+  /** Hands the socket over (relay, STARTTLS); this Conn reads null and refuses writes after. */
+  detach(): DetachedSocket {
+    if (this.#detached || this.#closed) throw new Error("Cannot take over connection: already closed or taken");
+    this.#detached = true;
+    const sock = this.#sock;
+    sock.pause();
+    sock.off("data", this.#onData);
+    sock.off("end", this.#onEnd);
+    sock.off("drain", this.#onDrain);
+    sock.off("close", this.#onClose);
+    // #onError stays attached: an 'error' with no listener would crash the process.
+    const pending = this.#queue;
+    this.#queue = [];
+    this.#queued = 0;
+    this.#wakeReader();
+    this.#failWriters();
+    return { socket: sock, pending, ended: this.#ended };
+  }
+}
+
+function ignore(): void {}
+
+function stripV4Mapped(host: string): string {
+  return host.startsWith("::ffff:") && host.includes(".") ? host.slice(7) : host;
+}
+
+// ---------------------------------------------------------------------------
+// STARTTLS
+
+/**
+ * Server-side TLS over an accepted plaintext stream. Bytes the stream buffered before
+ * this call are never fed to TLS (plaintext injection, CVE-2011-0411 class).
+ * With requestCert a throwaway tls.Server is used so node:tls computes `authorized`
+ * and enforces rejectUnauthorized; otherwise a bare TLSSocket on a cached context.
+ */
+export function startServerTls(raw: Duplex, t: TlsServer): Promise<tls.TLSSocket> {
+  raw.pause(); // RUNTIMES.md: pause before wrapping, resume after (Deno hangs otherwise)
+  if (t.requestCert) {
+    const server = new tls.Server(serverTlsOptions(t)); // tls.Server ignores a given secureContext
+    const done = handshake(raw, (s) => {
+      server.removeAllListeners();
+      return s;
+    });
+    server.once("secureConnection", done.resolve);
+    server.once("tlsClientError", done.reject);
+    server.emit("connection", raw);
+    raw.resume();
+    return done.promise;
+  }
+  const s = new tls.TLSSocket(raw as net.Socket, { isServer: true, secureContext: serverSecureContext(t) });
+  const done = handshake(raw, () => s, s);
+  s.once("secure", () => done.resolve(s));
+  raw.resume();
+  return done.promise;
+}
+
+/** Client-side TLS over a connected plaintext stream (STARTTLS towards a backend). */
+export function startClientTls(raw: Duplex, t: TlsClient, host: string): Promise<tls.TLSSocket> {
+  const s = tls.connect({ ...clientTlsOptions(t, host), socket: raw as net.Socket });
+  const done = handshake(raw, () => s, s);
+  s.once("secureConnect", () => done.resolve(s));
+  return done.promise;
+}
+
+/** Settles once: the secure socket, or an error (handshake failure, close, timeout) after destroying `raw`. */
+function handshake(
+  raw: Duplex,
+  accept: (s: tls.TLSSocket) => tls.TLSSocket,
+  watch?: tls.TLSSocket,
+): { promise: Promise<tls.TLSSocket>; resolve: (s: tls.TLSSocket) => void; reject: (e: Error) => void } {
+  let settled = false;
+  let resolveP!: (s: tls.TLSSocket) => void;
+  let rejectP!: (e: Error) => void;
+  const promise = new Promise<tls.TLSSocket>((res, rej) => {
+    resolveP = res;
+    rejectP = rej;
+  });
+  const onClose = (): void => reject(new Error("Cannot start TLS: connection closed during handshake"));
+  const timer = setTimeout(
+    () => reject(new Error(`Cannot start TLS: no handshake within ${TLS_HANDSHAKE_TIMEOUT_MS} ms`)),
+    TLS_HANDSHAKE_TIMEOUT_MS,
+  );
+  const cleanup = (): void => {
+    settled = true;
+    clearTimeout(timer);
+    raw.off("close", onClose);
+    watch?.off("error", reject);
+    watch?.off("close", onClose);
+  };
+  function reject(err: Error): void {
+    if (settled) return;
+    cleanup();
+    watch?.on("error", ignore); // keep an 'error' listener: an unhandled one crashes the process
+    watch?.destroy();
+    raw.destroy();
+    rejectP(err);
+  }
+  function resolve(s: tls.TLSSocket): void {
+    if (settled) return;
+    cleanup();
+    s.on("error", ignore); // the Conn built next attaches its own listener; never leave a gap
+    resolveP(accept(s));
+  }
+  raw.once("close", onClose);
+  watch?.once("error", reject);
+  watch?.once("close", onClose);
+  return { promise, resolve, reject };
+}
+
+// ---------------------------------------------------------------------------
+// Relay
+
+/** Native node relay: 'data' → write, pause on a full write buffer, resume on 'drain'. */
+export function relaySocketConns(client: SocketConn, upstream: SocketConn, opts: RelayOpts): RelayHandle {
+  const a = client.detach();
+  const b = upstream.detach();
+  const ctl = new RelayControl(opts, () => {
+    a.socket.destroy();
+    b.socket.destroy();
+  });
+  pipeSocket(a, b.socket, "client-to-upstream", ctl);
+  pipeSocket(b, a.socket, "upstream-to-client", ctl);
+  return ctl;
+}
+
+function pipeSocket(src: DetachedSocket, dst: net.Socket, dir: Direction, ctl: RelayControl): void {
+  const from = src.socket;
+  let srcEnded = src.ended;
+  const finish = (): void => {
+    if (ctl.ended) return;
+    dst.end(() => ctl.finished(dir)); // FIN after every queued byte
+  };
+  from.on("data", (chunk: Uint8Array) => {
+    ctl.moved(dir, chunk.byteLength);
+    if (!dst.write(chunk)) from.pause();
+  });
+  from.on("end", () => {
+    srcEnded = true;
+    finish();
+  });
+  from.on("error", (err: Error) => ctl.fail(err));
+  from.on("close", () => {
+    if (!srcEnded && !ctl.ended) ctl.fail(new Error("Connection closed without FIN"));
+  });
+  dst.on("drain", () => {
+    ctl.touch();
+    from.resume();
+  });
+  let full = false;
+  for (const chunk of src.pending) {
+    ctl.moved(dir, chunk.byteLength);
+    full = !dst.write(chunk);
+  }
+  if (srcEnded) finish();
+  else if (!full) from.resume();
+}

@@ -1,0 +1,303 @@
+// Platform adapter for Node (20+): node:net / node:tls sockets, a data/drain relay,
+// node:http serving a web-standard fetch handler, node:dns Resolver for DNS.
+//
+// Docs relied on:
+//   https://nodejs.org/api/net.html            (createServer allowHalfOpen, connect, Socket)
+//   https://nodejs.org/api/tls.html            (createServer, TLSSocket, connect)
+//   https://nodejs.org/api/http.html           (createServer, closeIdleConnections)
+//   https://nodejs.org/api/stream.html#streamreadabletowebstreamreadable-options
+//   https://nodejs.org/api/dns.html#class-dnspromisesresolver
+//   https://nodejs.org/api/crypto.html#cryptoscryptpassword-salt-keylen-options-callback
+//   https://nodejs.org/api/process.html#signal-events
+
+import { scrypt as nodeScrypt } from "node:crypto";
+import { Resolver } from "node:dns/promises";
+import { appendFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import * as http from "node:http";
+import * as net from "node:net";
+import { hostname } from "node:os";
+import { Readable } from "node:stream";
+import * as tls from "node:tls";
+import type {
+  Address,
+  Conn,
+  ListenAt,
+  Listener,
+  Platform,
+  RelayHandle,
+  RelayOpts,
+  TlsClient,
+  TlsServer,
+} from "../src/platform.ts";
+import { relaySocketConns, SocketConn, startClientTls, TLS_HANDSHAKE_TIMEOUT_MS } from "./node-socket.ts";
+import { serverTlsOptions, tlsInfoOf } from "./node-tls.ts";
+import { pumpConn, RelayControl } from "./relay-control.ts";
+
+// ---------------------------------------------------------------------------
+// Runtime check
+
+const g = globalThis as { Deno?: unknown; Bun?: unknown; process?: { versions?: { node?: string } } };
+if (g.Deno !== undefined || g.Bun !== undefined || g.process?.versions?.node === undefined) {
+  throw new Error("Cannot load platform/node.ts: this is not Node (use the adapter for this runtime)");
+}
+
+// ---------------------------------------------------------------------------
+// Constants
+
+const DNS_TIMEOUT_MS = 5_000; // per try; c-ares defaults to 5 s x 4 tries
+const DNS_TRIES = 2;
+
+// ---------------------------------------------------------------------------
+// TCP and TLS: listen, connect
+
+function setUp(sock: net.Socket, at?: ListenAt): void {
+  sock.setNoDelay(true); // line protocols: never hold a short reply back (Nagle)
+  if (at?.keepAlive) sock.setKeepAlive(true);
+}
+
+async function listen(at: ListenAt, onConn: (c: Conn) => void, t?: TlsServer): Promise<Listener> {
+  let server: net.Server;
+  if (t !== undefined) {
+    server = tls.createServer({ ...serverTlsOptions(t), allowHalfOpen: true, handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS });
+    server.on("secureConnection", (sock: tls.TLSSocket) => {
+      setUp(sock, at);
+      onConn(new SocketConn(sock, undefined, tlsInfoOf(sock)));
+    });
+    server.on("tlsClientError", () => {}); // node:tls already destroyed the socket; the listener goes on
+  } else {
+    server = net.createServer({ allowHalfOpen: true }, (sock) => {
+      setUp(sock, at);
+      onConn(new SocketConn(sock));
+    });
+  }
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(
+      { host: at.host, port: at.port, backlog: at.backlog, ipv6Only: at.ipv6Only, reusePort: at.reusePort },
+      () => {
+        server.off("error", reject);
+        resolve();
+      },
+    );
+  });
+  server.on("error", () => {}); // accept errors (EMFILE) must not kill the process; node retries
+  const addr = server.address() as net.AddressInfo;
+  return {
+    address: { host: addr.address, port: addr.port },
+    close: () => {
+      server.close(); // stops accepting; live connections keep going
+      return Promise.resolve();
+    },
+  };
+}
+
+async function connect(to: Address, timeoutMs: number, t?: TlsClient): Promise<Conn> {
+  const sock = net.connect({ host: to.host, port: to.port, allowHalfOpen: true });
+  sock.on("error", () => {}); // reported through the promise below, then by the Conn
+  const timer = setTimeout(() => sock.destroy(new Error(`Cannot connect to ${to.host}:${to.port}: timed out after ${timeoutMs} ms`)), timeoutMs);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      sock.once("connect", resolve);
+      sock.once("error", reject);
+    });
+    setUp(sock);
+    if (t === undefined) return new SocketConn(sock);
+    const at = { remote: { host: to.host, port: to.port }, local: { host: sock.localAddress ?? "", port: sock.localPort ?? 0 } };
+    const secure = await startClientTls(sock, t, to.host);
+    return new SocketConn(secure, at, tlsInfoOf(secure));
+  } catch (err) {
+    sock.destroy();
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Relay
+
+function relay(client: Conn, upstream: Conn, opts: RelayOpts): RelayHandle {
+  if (client instanceof SocketConn && upstream instanceof SocketConn) return relaySocketConns(client, upstream, opts);
+  const ctl = new RelayControl(opts, () => {
+    client.close();
+    upstream.close();
+  });
+  void pumpConn(client, upstream, "client-to-upstream", ctl);
+  void pumpConn(upstream, client, "upstream-to-client", ctl);
+  return ctl;
+}
+
+// ---------------------------------------------------------------------------
+// HTTP: node:http in front of a fetch handler (no @hono/node-server)
+
+async function serveHttp(at: ListenAt, fetch: (r: Request) => Promise<Response> | Response): Promise<Listener> {
+  const server = http.createServer((req, res) => {
+    void answer(req, res, fetch).catch((err) => {
+      if (!res.headersSent) {
+        res.writeHead(500, { "content-type": "text/plain" });
+        res.end("Internal Server Error");
+      } else {
+        res.destroy(err instanceof Error ? err : new Error(String(err)));
+      }
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen({ host: at.host, port: at.port, backlog: at.backlog, ipv6Only: at.ipv6Only }, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const addr = server.address() as net.AddressInfo;
+  return {
+    address: { host: addr.address, port: addr.port },
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      }),
+  };
+}
+
+async function answer(
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  fetch: (r: Request) => Promise<Response> | Response,
+): Promise<void> {
+  const headers = new Headers();
+  for (let i = 0; i < req.rawHeaders.length; i += 2) headers.append(req.rawHeaders[i], req.rawHeaders[i + 1]);
+  const local = req.socket.localAddress ?? "127.0.0.1";
+  const base = `http://${local.includes(":") ? `[${local}]` : local}:${req.socket.localPort}`;
+  let url: URL;
+  try {
+    url = new URL(req.url ?? "/", `http://${req.headers.host ?? "localhost"}`);
+  } catch {
+    url = new URL(req.url ?? "/", base);
+  }
+  const aborter = new AbortController();
+  res.once("close", () => {
+    if (!res.writableFinished) aborter.abort();
+  });
+  const hasBody = req.method !== "GET" && req.method !== "HEAD";
+  const request = new Request(url, {
+    method: req.method,
+    headers,
+    body: hasBody ? (Readable.toWeb(req) as ReadableStream<Uint8Array>) : undefined,
+    signal: aborter.signal,
+    duplex: "half",
+  } as RequestInit);
+  const response = await fetch(request);
+  const out: string[] = [];
+  response.headers.forEach((value, name) => {
+    if (name !== "set-cookie") out.push(name, value);
+  });
+  for (const cookie of response.headers.getSetCookie()) out.push("set-cookie", cookie);
+  res.writeHead(response.status, response.statusText, out);
+  if (response.body === null || req.method === "HEAD") {
+    res.end();
+    return;
+  }
+  const reader = response.body.getReader();
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      if (!res.write(value)) {
+        await new Promise<void>((resolve) => {
+          const go = (): void => {
+            res.off("drain", go);
+            res.off("close", go);
+            resolve();
+          };
+          res.on("drain", go);
+          res.on("close", go);
+        });
+        if (res.destroyed) return;
+      }
+    }
+    res.end();
+  } finally {
+    reader.releaseLock();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// DNS: node:dns Resolver pointed at the configured servers
+
+function resolverFor(servers: readonly Address[]): Resolver {
+  const r = new Resolver({ timeout: DNS_TIMEOUT_MS, tries: DNS_TRIES });
+  if (servers.length > 0) r.setServers(servers.map((s) => (s.host.includes(":") ? `[${s.host}]:${s.port}` : `${s.host}:${s.port}`)));
+  return r;
+}
+
+/** NXDOMAIN and "no such record" are answers (empty), anything else is a resolver failure. */
+function isNoAnswer(err: unknown): boolean {
+  const code = (err as { code?: string }).code;
+  return code === "ENOTFOUND" || code === "ENODATA";
+}
+
+async function reverseDns(ip: string, servers: readonly Address[]): Promise<string[]> {
+  try {
+    return await resolverFor(servers).reverse(ip);
+  } catch (err) {
+    if (isNoAnswer(err)) return [];
+    throw err;
+  }
+}
+
+async function resolveDns(name: string, servers: readonly Address[]): Promise<string[]> {
+  const r = resolverFor(servers);
+  const results = await Promise.allSettled([r.resolve4(name), r.resolve6(name)]);
+  const found = results.flatMap((x) => (x.status === "fulfilled" ? x.value : []));
+  const failure = results.find((x) => x.status === "rejected" && !isNoAnswer(x.reason)) as PromiseRejectedResult | undefined;
+  if (found.length === 0 && failure !== undefined) throw failure.reason;
+  return found;
+}
+
+// ---------------------------------------------------------------------------
+// Crypto, files, logs, signals, process
+
+function scrypt(password: Uint8Array, salt: Uint8Array, keyLen: number, cost: { N: number; r: number; p: number }): Promise<Uint8Array> {
+  const maxmem = 128 * cost.r * (cost.N + cost.p + 2) + 1024 * 1024; // OpenSSL's own estimate plus slack
+  return new Promise((resolve, reject) =>
+    nodeScrypt(password, salt, keyLen, { ...cost, maxmem }, (err, key) => (err ? reject(err) : resolve(new Uint8Array(key)))),
+  );
+}
+
+function randomBytes(n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i += 65536) crypto.getRandomValues(out.subarray(i, Math.min(n, i + 65536))); // 64 KiB per call at most
+  return out;
+}
+
+function writeLog(dest: string, line: string): void {
+  if (dest === "stderr") process.stderr.write(line + "\n");
+  else appendFileSync(dest, line + "\n");
+}
+
+function onSignal(name: "HUP" | "QUIT" | "TERM" | "INT", fn: () => void): void {
+  process.on(`SIG${name}`, fn);
+}
+
+// ---------------------------------------------------------------------------
+// Platform
+
+export const nodePlatform: Platform = {
+  runtime: "node",
+  listen,
+  connect,
+  relay,
+  serveHttp,
+  fetch: (url, init) => globalThis.fetch(url, init),
+  readTextFile: (path) => readFile(path, "utf8"),
+  onSignal,
+  reverseDns,
+  resolveDns,
+  scrypt,
+  randomBytes,
+  hostname: () => hostname(),
+  pid: () => process.pid,
+  writeLog,
+  exit: (code) => process.exit(code),
+};

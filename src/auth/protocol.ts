@@ -1,0 +1,153 @@
+// nginx's auth_http wire format: request headers (with its escaping) and the reading of a reply.
+
+import type { AuthMethod, AuthOutcome } from "../protocol/types.ts";
+import type { AuthQuery, AuthReply } from "./types.ts";
+
+const HEX = "0123456789ABCDEF";
+
+/** nginx's NGX_ESCAPE_MAIL_AUTH: space, ", %, ' and bytes outside 0x20-0x7e become %XX. */
+export function escapeMailAuth(text: string): string {
+  let out = "";
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i) & 0xff;
+    if (c <= 0x20 || c >= 0x7f || c === 0x22 || c === 0x25 || c === 0x27) out += "%" + HEX[c >> 4] + HEX[c & 15];
+    else out += text[i];
+  }
+  return out;
+}
+
+export function unescapeMailAuth(text: string): string {
+  return text.replace(/%([0-9A-Fa-f]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16)));
+}
+
+/** Request headers in the order nginx sends them; `extra` is auth_http_header. */
+export function authRequestHeaders(q: AuthQuery, extra: Readonly<Record<string, string>>): [string, string][] {
+  const h: [string, string][] = [
+    ["Auth-Method", q.method],
+    ["Auth-User", escapeMailAuth(q.user)],
+    ["Auth-Pass", escapeMailAuth(q.pass)],
+  ];
+  if ((q.method === "apop" || q.method === "cram-md5") && q.salt) h.push(["Auth-Salt", q.salt]);
+  h.push(["Auth-Protocol", q.protocol], ["Auth-Login-Attempt", String(q.loginAttempt)], ["Client-IP", q.clientIp]);
+  if (q.clientHost) h.push(["Client-Host", q.clientHost]);
+  if (q.proxyProtocol) {
+    h.push(
+      ["Proxy-Protocol-Addr", q.proxyProtocol.addr],
+      ["Proxy-Protocol-Port", String(q.proxyProtocol.port)],
+      ["Proxy-Protocol-Server-Addr", q.proxyProtocol.serverAddr],
+      ["Proxy-Protocol-Server-Port", String(q.proxyProtocol.serverPort)],
+    );
+  }
+  if (q.method === "none" && q.smtp) {
+    h.push(["Auth-SMTP-Helo", q.smtp.helo], ["Auth-SMTP-From", q.smtp.from], ["Auth-SMTP-To", q.smtp.to]);
+  }
+  if (q.ssl) {
+    h.push(["Auth-SSL", "on"]);
+    const s = q.ssl;
+    const add = (name: string, v: string | undefined) => v && h.push([name, v]);
+    add("Auth-SSL-Protocol", s.protocol);
+    add("Auth-SSL-Cipher", s.cipher);
+    add("Auth-SSL-Verify", s.verify);
+    add("Auth-SSL-Subject", s.subject);
+    add("Auth-SSL-Issuer", s.issuer);
+    add("Auth-SSL-Serial", s.serial);
+    add("Auth-SSL-Fingerprint", s.fingerprint);
+    add("Auth-SSL-Cert", s.cert && escapeMailAuth(s.cert));
+  }
+  for (const [k, v] of Object.entries(extra)) h.push([k, v]);
+  return h;
+}
+
+const METHODS: readonly AuthMethod[] = ["plain", "login", "apop", "cram-md5", "external", "none"];
+
+/** The other side: an auth_http request as our /auth endpoint receives it. */
+export function authQueryFromHeaders(get: (name: string) => string | null): { ok: true; query: AuthQuery } | { ok: false; error: string } {
+  const method = (get("Auth-Method") ?? "").toLowerCase() as AuthMethod;
+  if (!METHODS.includes(method)) return { ok: false, error: `unknown Auth-Method "${method}"` };
+  const protocol = (get("Auth-Protocol") ?? "").toLowerCase();
+  if (protocol !== "imap" && protocol !== "pop3" && protocol !== "smtp") return { ok: false, error: `unknown Auth-Protocol "${protocol}"` };
+  const attempt = Number(get("Auth-Login-Attempt") ?? "1");
+  const sslOn = get("Auth-SSL") === "on";
+  const opt = (n: string) => get(n) ?? undefined;
+  return {
+    ok: true,
+    query: {
+      method,
+      protocol,
+      user: unescapeMailAuth(get("Auth-User") ?? ""),
+      pass: unescapeMailAuth(get("Auth-Pass") ?? ""),
+      salt: opt("Auth-Salt"),
+      loginAttempt: Number.isFinite(attempt) && attempt > 0 ? attempt : 1,
+      clientIp: get("Client-IP") ?? "",
+      clientHost: opt("Client-Host"),
+      smtp: method === "none" ? { helo: get("Auth-SMTP-Helo") ?? "", from: get("Auth-SMTP-From") ?? "", to: get("Auth-SMTP-To") ?? "" } : undefined,
+      ssl: sslOn
+        ? {
+          protocol: opt("Auth-SSL-Protocol"),
+          cipher: opt("Auth-SSL-Cipher"),
+          verify: opt("Auth-SSL-Verify"),
+          subject: opt("Auth-SSL-Subject"),
+          issuer: opt("Auth-SSL-Issuer"),
+          serial: opt("Auth-SSL-Serial"),
+          fingerprint: opt("Auth-SSL-Fingerprint"),
+          cert: get("Auth-SSL-Cert") ? unescapeMailAuth(get("Auth-SSL-Cert")!) : undefined,
+        }
+        : undefined,
+    },
+  };
+}
+
+export function authReplyHeaders(r: AuthReply): [string, string][] {
+  const h: [string, string][] = [];
+  const add = (n: string, v: string | undefined) => v !== undefined && h.push([n, v]);
+  add("Auth-Status", r.status);
+  add("Auth-Server", r.server);
+  add("Auth-Port", r.port);
+  add("Auth-User", r.user);
+  add("Auth-Pass", r.pass);
+  add("Auth-Wait", r.wait);
+  add("Auth-Error-Code", r.errorCode);
+  return h;
+}
+
+/** How the driver must go on after one auth reply, read exactly as nginx's process_headers does. */
+export type AuthDecision =
+  | { readonly kind: "done"; readonly outcome: AuthOutcome; readonly delayMs: number; readonly log?: string }
+  | { readonly kind: "retry"; readonly delayMs: number }; // Auth-Status: WAIT
+
+const DEFAULT_SMTP_ERROR_CODE = "535 5.7.0";
+
+function parseIp(text: string): string | null {
+  if (/^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/.test(text)) return text;
+  const v6 = text.startsWith("[") && text.endsWith("]") ? text.slice(1, -1) : text;
+  if (/^[0-9A-Fa-f:.]+$/.test(v6) && v6.includes(":") && v6.split("::").length <= 2) return v6;
+  return null;
+}
+
+export function decideAuth(
+  reply: AuthReply,
+  session: { protocol: "imap" | "pop3" | "smtp"; login: string; password: string | null },
+): AuthDecision {
+  const wait = reply.wait !== undefined && /^\d+$/.test(reply.wait.trim()) ? Number(reply.wait.trim()) : 0;
+  const status = reply.status;
+  if (status !== undefined && status !== "OK" && status !== "WAIT") {
+    const message = status;
+    const text = session.protocol === "smtp" ? `${reply.errorCode ?? DEFAULT_SMTP_ERROR_CODE} ${message}` : message;
+    return {
+      kind: "done",
+      delayMs: wait * 1000,
+      outcome: { kind: "fail", message: text, errorCode: reply.errorCode, keepOpen: wait > 0 },
+      log: `client login failed: "${message}"`,
+    };
+  }
+  if (status === "WAIT") return { kind: "retry", delayMs: wait * 1000 };
+  const error = (why: string): AuthDecision => ({ kind: "done", delayMs: 0, outcome: { kind: "error", why } });
+  if (!reply.server || !reply.port) return error("auth http server did not send server or port");
+  const password = reply.pass ?? session.password;
+  if (password === null && session.protocol !== "smtp") return error("auth http server did not send password");
+  const host = parseIp(reply.server.trim());
+  if (!host) return error(`auth http server sent invalid server address:"${reply.server}"`);
+  const port = /^\d+$/.test(reply.port.trim()) ? Number(reply.port.trim()) : NaN;
+  if (!(port >= 1 && port <= 65535)) return error(`auth http server sent invalid server port:"${reply.port}"`);
+  return { kind: "done", delayMs: 0, outcome: { kind: "ok", host, port, login: reply.user ?? session.login, password: password ?? "" } };
+}

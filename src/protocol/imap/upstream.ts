@@ -1,0 +1,100 @@
+// Logging in to the IMAP backend as nginx's ngx_mail_proxy_imap_handler does: wait for "* OK",
+// send "TAG LOGIN {n}", the user name as a literal, then the password as a literal, and pass the
+// backend's tagged OK (and any untagged lines before it) on to the client.
+
+import { concat, fromBytes } from "../../util/bytes.ts";
+import { takeLine } from "../lines.ts";
+import type { UpstreamAction, UpstreamInput, UpstreamStart } from "../types.ts";
+import { IMAP_INTERNAL_ERROR } from "./session.ts";
+
+export type ImapUpstreamPhase = "greeting" | "starttls" | "tls-wait" | "login" | "user" | "password" | "done";
+
+export interface ImapUpstreamState {
+  readonly init: UpstreamStart;
+  readonly phase: ImapUpstreamPhase;
+  readonly buf: Uint8Array;
+  readonly untagged: Uint8Array; // untagged lines before the tagged reply to the password
+}
+
+export function startImapUpstream(init: UpstreamStart): { state: ImapUpstreamState; actions: UpstreamAction[] } {
+  return { state: { init, phase: "greeting", buf: new Uint8Array(0), untagged: new Uint8Array(0) }, actions: [] };
+}
+
+function fail(s: ImapUpstreamState, line: Uint8Array | null, why: string): { state: ImapUpstreamState; actions: UpstreamAction[] } {
+  const pass = s.init.server.config.proxyPassErrorMessage && line !== null;
+  const text = pass ? fromBytes(line!) : IMAP_INTERNAL_ERROR;
+  return { state: { ...s, phase: "done" }, actions: [{ kind: "fail", toClient: text, log: why }] };
+}
+
+function tag(s: ImapUpstreamState): string {
+  return s.init.clientTag || "* ";
+}
+
+export function stepImapUpstream(s: ImapUpstreamState, input: UpstreamInput): { state: ImapUpstreamState; actions: UpstreamAction[] } {
+  if (input.kind === "tls-started") {
+    return { state: { ...s, phase: "login", buf: new Uint8Array(0) }, actions: [{ kind: "send", text: `${tag(s)}LOGIN {${s.init.login.length}}\r\n` }] };
+  }
+  let state: ImapUpstreamState = { ...s, buf: concat(s.buf, input.bytes) };
+  const actions: UpstreamAction[] = [];
+  const limit = s.init.server.config.proxyBuffer;
+  for (;;) {
+    if (state.phase === "done" || state.phase === "tls-wait") return { state, actions };
+    const r = takeLine(state.buf, limit);
+    if (r.kind === "more") return { state, actions };
+    if (r.kind === "too-long") {
+      const f = fail(state, null, `upstream sent too long response line: "${r.head}"`);
+      return { state: f.state, actions: [...actions, ...f.actions] };
+    }
+    state = { ...state, buf: r.rest };
+    const line = r.line;
+    switch (state.phase) {
+      case "greeting":
+        if (!line.startsWith("* OK")) return withFail(actions, fail(state, r.raw, `upstream sent invalid response: "${line}"`));
+        if (state.init.starttls) {
+          actions.push({ kind: "send", text: `${tag(state)}STARTTLS\r\n` });
+          state = { ...state, phase: "starttls" };
+        } else {
+          actions.push({ kind: "send", text: `${tag(state)}LOGIN {${state.init.login.length}}\r\n` });
+          state = { ...state, phase: "login" };
+        }
+        break;
+      case "starttls":
+        if (line.startsWith("* ")) break;
+        if (!line.startsWith(tag(state) + "OK")) return withFail(actions, fail(state, r.raw, `upstream refused STARTTLS: "${line}"`));
+        // bytes after the OK would be plaintext injected before TLS: dropped
+        actions.push({ kind: "start-tls" });
+        return { state: { ...state, phase: "tls-wait", buf: new Uint8Array(0) }, actions };
+      case "login":
+        if (!line.startsWith("+")) return withFail(actions, fail(state, r.raw, `upstream sent invalid response: "${line}"`));
+        actions.push({ kind: "send", text: `${state.init.login} {${state.init.password.length}}\r\n` });
+        state = { ...state, phase: "user" };
+        break;
+      case "user":
+        if (!line.startsWith("+")) return withFail(actions, fail(state, r.raw, `upstream sent invalid response: "${line}"`));
+        actions.push({ kind: "send", text: `${state.init.password}\r\n` });
+        state = { ...state, phase: "password" };
+        break;
+      case "password":
+        if (line.startsWith("* ")) {
+          // untagged data (e.g. CAPABILITY) before the tagged reply goes to the client with it;
+          // bounded by proxy_buffer like the rest of the login dialogue
+          const untagged = concat(state.untagged, r.raw);
+          if (untagged.length > limit) return withFail(actions, fail(state, null, "upstream sent too long response"));
+          state = { ...state, untagged };
+          break;
+        }
+        if (line.startsWith(tag(state) + "OK")) {
+          actions.push({ kind: "done", toClient: concat(state.untagged, r.raw), leftover: state.buf });
+          return { state: { ...state, phase: "done", buf: new Uint8Array(0) }, actions };
+        }
+        return withFail(actions, fail(state, concat(state.untagged, r.raw), `upstream sent invalid response: "${line}"`));
+    }
+  }
+}
+
+function withFail(
+  before: UpstreamAction[],
+  f: { state: ImapUpstreamState; actions: UpstreamAction[] },
+): { state: ImapUpstreamState; actions: UpstreamAction[] } {
+  return { state: f.state, actions: [...before, ...f.actions] };
+}

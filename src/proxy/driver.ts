@@ -1,0 +1,308 @@
+// The only loop that awaits: one client connection through greeting, login, auth, the backend
+// login and the relay. It runs any protocol through its descriptor and never asks which.
+
+import type { AuthService } from "../auth/types.ts";
+import { decideAuth } from "../auth/protocol.ts";
+import type { ListenSpec, ServerConfig } from "../config/types.ts";
+import type { Logger, SessionLogContext } from "../log.ts";
+import type { Metrics } from "../metrics.ts";
+import type { Conn, Platform, TlsClient, TlsServer } from "../platform.ts";
+import type { Action, AuthOutcome, CompiledServer, Credentials, Input, ProtocolMachine, UpstreamAction, UpstreamInput } from "../protocol/types.ts";
+import { toBytes } from "../util/bytes.ts";
+
+/** Everything a session needs from its server, fixed when it starts (a reload does not change live sessions). */
+export interface RuntimeServer {
+  readonly compiled: CompiledServer;
+  // deno-lint-ignore no-explicit-any
+  readonly machine: ProtocolMachine<any, any>;
+  readonly listen: ListenSpec;
+  readonly auth: AuthService;
+  readonly authName: string; // "builtin" or the auth_http URL, for log lines
+  readonly tlsServer?: TlsServer;
+  readonly tlsUpstream?: TlsClient;
+}
+
+export interface LiveSession {
+  readonly ctx: SessionLogContext;
+  /** Ends the session now (shutdown timeout, fast stop). */
+  abort(why: string): void;
+}
+
+export interface DriverDeps {
+  readonly platform: Platform;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly sessions: Set<LiveSession>;
+  nextSid(): number;
+}
+
+class Deadline extends Error {}
+
+/** Resolves as `p`, or rejects with Deadline once `at` (ms since epoch) passes. */
+function before<T>(p: Promise<T>, at: number): Promise<T> {
+  const ms = at - Date.now();
+  if (ms <= 0) return Promise.reject(new Deadline());
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const t = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Deadline()), ms)));
+  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+function message(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDeps): Promise<void> {
+  const { logger, metrics, platform } = deps;
+  const cfg: ServerConfig = rs.compiled.config;
+  const m = rs.machine;
+  const ctx: SessionLogContext = {
+    sid: deps.nextSid(),
+    proto: m.name,
+    client: client.remote.host,
+    server: `${client.local.host}:${client.local.port}`,
+  };
+  let conn = client;
+  let upstream: Conn | undefined;
+  let aborted = false;
+  let relayAbort: (() => void) | undefined;
+  const live: LiveSession = {
+    ctx,
+    abort(why) {
+      if (aborted) return;
+      aborted = true;
+      logger.log("info", why, ctx);
+      relayAbort?.();
+      conn.close();
+      upstream?.close();
+    },
+  };
+  deps.sessions.add(live);
+  metrics.connections++;
+  metrics.active++;
+  logger.log("info", `client ${client.remote.host}:${client.remote.port} connected to ${ctx.server}`, { ...ctx, bare: true });
+
+  const write = (c: Conn, text: string | Uint8Array, deadline: number) =>
+    before(c.write(typeof text === "string" ? toBytes(text) : text), deadline);
+
+  try {
+    let deadline = Date.now() + cfg.timeout;
+    ctx.action = "in auth state";
+    let step = m.start({ server: rs.compiled, tls: rs.listen.ssl, nowSec: Math.floor(Date.now() / 1000), random: Math.floor(Math.random() * 2 ** 32), clientAddr: ctx.client });
+    let state = step.state;
+    let actions: Action[] = step.actions;
+    for (;;) {
+      let next: Input | undefined;
+      let end = false;
+      for (const a of actions) {
+        switch (a.kind) {
+          case "reply":
+            await write(conn, a.text, deadline);
+            break;
+          case "log":
+            logger.log(a.level, a.message, ctx);
+            break;
+          case "close":
+            end = true;
+            break;
+          case "start-tls":
+            if (!rs.tlsServer) throw new Error("start-tls without a TLS server context");
+            conn = await before(conn.startTls(rs.tlsServer), deadline);
+            deadline = Date.now() + cfg.timeout;
+            next = { kind: "tls-started" };
+            break;
+          case "ask-auth":
+            next = { kind: "auth-result", outcome: await authenticate(a.credentials) };
+            deadline = Date.now() + cfg.timeout;
+            ctx.action = "in auth state";
+            break;
+          case "proxy":
+            await proxy(a);
+            end = true;
+            break;
+        }
+        if (end) break;
+      }
+      if (end || aborted) break;
+      if (!next) {
+        const bytes = await before(conn.read(), deadline);
+        if (bytes === null) {
+          logger.log("info", "client closed connection", ctx);
+          break;
+        }
+        next = { kind: "bytes", bytes };
+      }
+      step = m.step(state, next);
+      state = step.state;
+      actions = step.actions;
+    }
+  } catch (e) {
+    if (aborted) {
+      // already logged by abort()
+    } else if (e instanceof Deadline) {
+      logger.log("info", upstream ? "upstream timed out" : "client timed out", ctx);
+      if (upstream) await write(conn, m.internalError, Date.now() + 1000).catch(() => {});
+    } else {
+      logger.log("error", `session failed: ${message(e)}`, ctx);
+      await write(conn, m.internalError, Date.now() + 1000).catch(() => {});
+    }
+  } finally {
+    conn.close();
+    upstream?.close();
+    metrics.active--;
+    deps.sessions.delete(live);
+  }
+
+  async function authenticate(c: Credentials): Promise<AuthOutcome> {
+    ctx.login = c.login;
+    ctx.action = "in http auth state";
+    const digest = c.method === "cram-md5" || c.method === "apop";
+    const tls = conn.tlsInfo;
+    const query = {
+      method: c.method,
+      user: c.login,
+      pass: c.password,
+      salt: c.salt,
+      protocol: m.name,
+      loginAttempt: c.loginAttempt,
+      clientIp: ctx.client,
+      smtp: c.smtp,
+      ssl: tls
+        ? {
+          protocol: tls.protocol,
+          cipher: tls.cipher,
+          ...(cfg.sslVerifyClient !== "off"
+            ? {
+              verify: tls.certPem ? (tls.verified ? "SUCCESS" : `FAILED:${tls.verifyError ?? "unknown"}`) : "NONE",
+              subject: tls.subject,
+              issuer: tls.issuer,
+              serial: tls.serial,
+              fingerprint: tls.fingerprint,
+              cert: cfg.authHttpPassClientCert ? tls.certPem : undefined,
+            }
+            : {}),
+        }
+        : undefined,
+    };
+    for (;;) {
+      let reply;
+      try {
+        reply = await rs.auth.ask(query);
+      } catch (e) {
+        metrics.authErrors++;
+        logger.log("error", `auth http server ${rs.authName} failed: ${message(e)}`, ctx);
+        return { kind: "error", why: "auth service failed" };
+      }
+      const d = decideAuth(reply, { protocol: m.name, login: c.login, password: digest ? null : c.password });
+      if (d.kind === "retry") {
+        await sleep(d.delayMs);
+        continue;
+      }
+      if (d.log) logger.log("info", d.log, ctx);
+      if (d.outcome.kind === "error") {
+        metrics.authErrors++;
+        logger.log("error", `${d.outcome.why} (${rs.authName})`, ctx);
+      }
+      if (d.outcome.kind === "fail") metrics.loginsFailed++;
+      if (d.delayMs > 0) await sleep(d.delayMs);
+      if (d.outcome.kind === "ok") ctx.login = d.outcome.login;
+      return d.outcome;
+    }
+  }
+
+  async function proxy(a: Extract<Action, { kind: "proxy" }>): Promise<void> {
+    const to = a.to;
+    ctx.upstream = to.host.includes(":") ? `[${to.host}]:${to.port}` : `${to.host}:${to.port}`;
+    ctx.action = "connecting to upstream";
+    const deadline = Date.now() + cfg.timeout;
+    const implicitTls = cfg.proxySsl === "on" ? rs.tlsUpstream : undefined;
+    try {
+      upstream = await platform.connect(to, cfg.timeout, implicitTls);
+    } catch (e) {
+      metrics.upstreamErrors++;
+      logger.log("error", `connect() to upstream failed: ${message(e)}`, ctx);
+      await write(conn, m.internalError, deadline).catch(() => {});
+      return;
+    }
+    ctx.action = "reading response from upstream";
+    let us = m.upstreamStart({
+      server: rs.compiled,
+      login: a.login,
+      password: a.password,
+      clientTag: a.tag,
+      clientAddr: ctx.client,
+      clientHost: "[UNAVAILABLE]",
+      clientPort: conn.remote.port,
+      starttls: cfg.proxySsl === "starttls",
+      smtp: a.smtp,
+    });
+    let ustate = us.state;
+    let uactions: UpstreamAction[] = us.actions;
+    for (;;) {
+      let next: UpstreamInput | undefined;
+      for (const ua of uactions) {
+        switch (ua.kind) {
+          case "send":
+            await write(upstream, ua.text, deadline);
+            break;
+          case "start-tls":
+            if (!rs.tlsUpstream) throw new Error("upstream STARTTLS without a TLS client context");
+            try {
+              upstream = await before(upstream.startTls(rs.tlsUpstream), deadline);
+            } catch (e) {
+              if (e instanceof Deadline) throw e;
+              metrics.upstreamErrors++;
+              logger.log("error", `TLS to upstream failed: ${message(e)}`, ctx);
+              await write(conn, m.internalError, deadline).catch(() => {});
+              return;
+            }
+            next = { kind: "tls-started" };
+            break;
+          case "fail":
+            metrics.upstreamErrors++;
+            logger.log(cfg.proxyPassErrorMessage ? "info" : "error", ua.log, ctx);
+            await write(conn, ua.toClient, deadline).catch(() => {});
+            return;
+          case "done":
+            await write(conn, ua.toClient, deadline);
+            if (ua.leftover.length) await write(conn, ua.leftover, deadline);
+            if (a.leftover.length) await write(upstream, a.leftover, deadline);
+            ctx.action = undefined;
+            metrics.loginsOk++;
+            logger.log("info", "client logged in", ctx);
+            await relay(upstream);
+            return;
+        }
+      }
+      if (!next) {
+        const bytes = await before(upstream.read(), deadline);
+        if (bytes === null) {
+          metrics.upstreamErrors++;
+          logger.log("error", "upstream prematurely closed connection", ctx);
+          await write(conn, m.internalError, deadline).catch(() => {});
+          return;
+        }
+        next = { kind: "bytes", bytes };
+      }
+      us = m.upstreamStep(ustate, next);
+      ustate = us.state;
+      uactions = us.actions;
+    }
+  }
+
+  async function relay(up: Conn): Promise<void> {
+    ctx.action = "proxying";
+    const handle = platform.relay(conn, up, { bufferSize: cfg.proxyBuffer, idleTimeoutMs: cfg.proxyTimeout });
+    relayAbort = handle.abort;
+    const stats = await handle.done;
+    metrics.bytesClientToUpstream += stats.clientToUpstream;
+    metrics.bytesUpstreamToClient += stats.upstreamToClient;
+    ctx.action = undefined;
+    if (stats.end === "timeout") logger.log("info", "client timed out while proxying", ctx);
+    else if (stats.end === "error") logger.log("info", `proxied session failed: ${stats.error ?? "connection error"}`, ctx);
+    if (stats.end !== "aborted") {
+      logger.log("info", `proxied session done, bytes from client: ${stats.clientToUpstream}, to client: ${stats.upstreamToClient}`, ctx);
+    }
+  }
+}

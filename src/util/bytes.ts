@@ -1,0 +1,123 @@
+// Byte helpers for the protocol core: ASCII/UTF-8 text, base64 as nginx decodes it, concatenation.
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: false });
+const latin1 = new TextDecoder("latin1");
+
+export const CR = 0x0d;
+export const LF = 0x0a;
+export const CRLF = "\r\n";
+
+export function utf8(text: string): Uint8Array {
+  return encoder.encode(text);
+}
+
+export function fromUtf8(bytes: Uint8Array): string {
+  return decoder.decode(bytes);
+}
+
+/** One char per byte, so that every byte survives a round trip through a string. */
+export function fromBytes(bytes: Uint8Array): string {
+  return latin1.decode(bytes);
+}
+
+/** Inverse of fromBytes: chars above 0xff never occur in strings made by fromBytes. */
+export function toBytes(text: string): Uint8Array {
+  const out = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i) & 0xff;
+  return out;
+}
+
+export function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  if (a.length === 0) return b;
+  if (b.length === 0) return a;
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a, 0);
+  out.set(b, a.length);
+  return out;
+}
+
+export function indexOfByte(bytes: Uint8Array, byte: number, from = 0): number {
+  return bytes.indexOf(byte, from);
+}
+
+const B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const B64_INDEX = (() => {
+  const t = new Int16Array(256).fill(-1);
+  for (let i = 0; i < B64.length; i++) t[B64.charCodeAt(i)] = i;
+  return t;
+})();
+
+export function encodeBase64(bytes: Uint8Array): string {
+  let out = "";
+  let i = 0;
+  for (; i + 2 < bytes.length; i += 3) {
+    const n = (bytes[i] << 16) | (bytes[i + 1] << 8) | bytes[i + 2];
+    out += B64[n >> 18] + B64[(n >> 12) & 63] + B64[(n >> 6) & 63] + B64[n & 63];
+  }
+  const rest = bytes.length - i;
+  if (rest === 1) {
+    const n = bytes[i] << 16;
+    out += B64[n >> 18] + B64[(n >> 12) & 63] + "==";
+  } else if (rest === 2) {
+    const n = (bytes[i] << 16) | (bytes[i + 1] << 8);
+    out += B64[n >> 18] + B64[(n >> 12) & 63] + B64[(n >> 6) & 63] + "=";
+  }
+  return out;
+}
+
+/**
+ * Strict base64 as nginx's ngx_decode_base64: only the standard alphabet, padding optional,
+ * a length of 4n+1 symbols is invalid. Returns null on bad input.
+ */
+export function decodeBase64(text: string | Uint8Array): Uint8Array | null {
+  const src = typeof text === "string" ? toBytes(text) : text;
+  let len = 0;
+  while (len < src.length && B64_INDEX[src[len]] >= 0) len++;
+  // only '=' padding may follow, and only up to a multiple of four
+  for (let i = len; i < src.length; i++) if (src[i] !== 0x3d) return null;
+  if (src.length - len > 2) return null;
+  if (len % 4 === 1) return null;
+  const out = new Uint8Array(Math.floor((len * 3) / 4));
+  let o = 0;
+  let i = 0;
+  for (; i + 3 < len; i += 4) {
+    const n = (B64_INDEX[src[i]] << 18) | (B64_INDEX[src[i + 1]] << 12) | (B64_INDEX[src[i + 2]] << 6) | B64_INDEX[src[i + 3]];
+    out[o++] = n >> 16;
+    out[o++] = (n >> 8) & 255;
+    out[o++] = n & 255;
+  }
+  if (len - i === 2) {
+    const n = (B64_INDEX[src[i]] << 18) | (B64_INDEX[src[i + 1]] << 12);
+    out[o++] = n >> 16;
+  } else if (len - i === 3) {
+    const n = (B64_INDEX[src[i]] << 18) | (B64_INDEX[src[i + 1]] << 12) | (B64_INDEX[src[i + 2]] << 6);
+    out[o++] = n >> 16;
+    out[o++] = (n >> 8) & 255;
+  }
+  return out.subarray(0, o);
+}
+
+export function toHex(bytes: Uint8Array): string {
+  let s = "";
+  for (const b of bytes) s += b.toString(16).padStart(2, "0");
+  return s;
+}
+
+export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a[i] ^ b[i];
+  return diff === 0;
+}
+
+/** Printable form of untrusted bytes for logs: control and non-ASCII bytes become \xNN, quotes and backslashes are escaped. */
+export function escapeForLog(text: string): string {
+  let out = "";
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x20 || c >= 0x7f || c === 0x22 || c === 0x5c) out += "\\x" + c.toString(16).padStart(2, "0");
+    else out += text[i];
+  }
+  return out;
+}

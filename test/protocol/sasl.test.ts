@@ -1,0 +1,33 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { decodeSaslCramMd5, decodeSaslPlain } from "../../src/protocol/sasl.ts";
+import { decodeBase64, encodeBase64, toBytes } from "../../src/util/bytes.ts";
+import { hmacMd5, md5 } from "../../src/util/md5.ts";
+import { toHex } from "../../src/util/bytes.ts";
+
+test("decodeSaslPlain takes authcid and password and rejects malformed input", () => {
+  assert.deepEqual(decodeSaslPlain("AGFsaWNlAHNlY3JldA=="), { ok: true, value: { login: "alice", password: "secret" } });
+  assert.equal(decodeSaslPlain("YWxpY2U=").ok, false);
+  assert.equal(decodeSaslPlain("not base64!").ok, false);
+});
+
+test("decodeSaslCramMd5 wants a 32-character digest", () => {
+  assert.equal(decodeSaslCramMd5(encodeBase64(toBytes("alice short"))).ok, false);
+});
+
+test("base64 round-trips every length and refuses bad symbols", () => {
+  for (let n = 0; n < 40; n++) {
+    const b = Uint8Array.from({ length: n }, (_, i) => (i * 37 + n) & 255);
+    assert.deepEqual(decodeBase64(encodeBase64(b)), b);
+    assert.deepEqual(decodeBase64(encodeBase64(b).replace(/=+$/, "")), b);
+  }
+  assert.equal(decodeBase64("ab$c"), null);
+  assert.equal(decodeBase64("abcde"), null);
+});
+
+test("md5 and hmacMd5 match RFC 1321 and RFC 2195 vectors", () => {
+  assert.equal(toHex(md5(toBytes(""))), "d41d8cd98f00b204e9800998ecf8427e");
+  assert.equal(toHex(md5(toBytes("a".repeat(1000)))), "cabe45dcc9ae5b66ba86600cca6b8ba8");
+  const digest = hmacMd5(toBytes("tanstaaftanstaaf"), toBytes("<1896.697170952@postoffice.reston.mci.net>"));
+  assert.equal(toHex(digest), "b913a602c7eda7a495b4e6e7334d3890");
+});
