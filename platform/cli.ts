@@ -2,17 +2,16 @@
 // signals. Uses node:util / node:fs / node:path / node:os, which Deno, Bun and Node all provide.
 // Docs: https://nodejs.org/api/util.html#utilparseargsconfig
 
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { cpus, hostname } from "node:os";
 import { dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { existsSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { formatConfigError, loadConfig } from "../src/config/load.ts";
 import type { Config, ConfigResult } from "../src/config/types.ts";
 import { hashPassword } from "../src/auth/password.ts";
 import type { Platform } from "../src/platform.ts";
-import { startPostern } from "../src/server.ts";
+import { protocolsImplemented, startPostern } from "../src/server.ts";
 import { VERSION } from "../src/version.ts";
 
 const USAGE = `Usage: postern [-c FILE] [-t] [-v] [-h]
@@ -44,8 +43,8 @@ function load(file: string): ConfigResult & { text?: string } {
     hostname: hostname(),
     cpuCount: cpus().length || 1,
     readFile: (p) => readFileSync(p, "utf8"),
-    readFileBytes: (p: string) => new Uint8Array(readFileSync(p)),
-  } as Parameters<typeof loadConfig>[2]);
+    readFileBytes: (p) => new Uint8Array(readFileSync(p)),
+  });
 }
 
 async function readStdin(): Promise<string> {
@@ -96,6 +95,12 @@ export async function main(platform: Platform, argv: string[]): Promise<void> {
     process.exit(1);
   }
   for (const w of result.config.warnings) console.error(`postern: [warn] ${w}`);
+  const missing = result.config.servers.filter((s) => !protocolsImplemented().includes(s.protocol));
+  if (missing.length) {
+    for (const s of missing) console.error(`postern: [emerg] protocol "${s.protocol}" (listen ${s.listen.map((l) => l.source).join(", ")}) is not implemented yet`);
+    console.error(`postern: configuration file ${file} test failed`);
+    process.exit(1);
+  }
   if (values.test) {
     console.error(`postern: the configuration file ${file} syntax is ok`);
     console.error(`postern: configuration file ${file} test is successful`);

@@ -1,0 +1,66 @@
+import assert from "node:assert/strict";
+import { scrypt as nodeScrypt } from "node:crypto";
+import { test } from "node:test";
+import { createBuiltinAuth } from "../../src/auth/builtin.ts";
+import { hashPassword } from "../../src/auth/password.ts";
+import type { AuthQuery } from "../../src/auth/types.ts";
+import type { AuthConfig } from "../../src/config/types.ts";
+import { createHttpApp } from "../../src/http/app.ts";
+import { createMetrics } from "../../src/metrics.ts";
+import { hmacMd5, md5 } from "../../src/util/md5.ts";
+import { toBytes, toHex } from "../../src/util/bytes.ts";
+
+const scrypt = (pw: Uint8Array, salt: Uint8Array, len: number, c: { N: number; r: number; p: number }) =>
+  new Promise<Uint8Array>((res, rej) => nodeScrypt(pw, salt, len, { ...c, maxmem: 64 << 20 }, (e, k) => (e ? rej(e) : res(new Uint8Array(k)))));
+
+async function service(extra: Partial<AuthConfig> = {}) {
+  const hash = await hashPassword("s3cret", new Uint8Array(16).fill(7), scrypt);
+  const config: AuthConfig = {
+    failureDelay: 3000,
+    maxAttempts: 3,
+    users: [
+      { user: "alice", passwordHash: hash, backend: { host: "127.0.0.1", port: 143 } },
+      { user: "bob", password: "plain", backend: { host: "10.0.0.2", port: 1143 }, backendUser: "robert" },
+    ],
+    ...extra,
+  };
+  return createBuiltinAuth(config, scrypt);
+}
+
+const q = (o: Partial<AuthQuery>): AuthQuery => ({ method: "plain", user: "alice", pass: "s3cret", protocol: "imap", loginAttempt: 1, clientIp: "127.0.0.2", ...o });
+
+test("the built-in service accepts a scrypt-hashed password and names the backend", async () => {
+  const s = await service();
+  assert.deepEqual(await s.ask(q({})), { status: "OK", server: "127.0.0.1", port: "143", user: undefined, pass: undefined });
+});
+
+test("the built-in service refuses a wrong password with Auth-Wait until max_attempts", async () => {
+  const s = await service();
+  assert.deepEqual(await s.ask(q({ pass: "nope" })), { status: "Invalid login or password", wait: "3", errorCode: undefined });
+  assert.equal((await s.ask(q({ pass: "nope", loginAttempt: 3 }))).wait, undefined);
+  assert.equal((await s.ask(q({ user: "nobody" }))).status, "Invalid login or password");
+});
+
+test("the built-in service checks CRAM-MD5 and APOP digests against a plain password", async () => {
+  const s = await service();
+  const salt = "<1.2@mail.test>";
+  const cram = toHex(hmacMd5(toBytes("plain"), toBytes(salt)));
+  assert.deepEqual(await s.ask(q({ method: "cram-md5", user: "bob", pass: cram, salt })), { status: "OK", server: "10.0.0.2", port: "1143", user: "robert", pass: "plain" });
+  const apop = toHex(md5(toBytes(salt + "plain")));
+  assert.equal((await s.ask(q({ method: "apop", user: "bob", pass: apop, salt }))).status, "OK");
+  assert.equal((await s.ask(q({ method: "cram-md5", user: "alice", pass: cram, salt }))).status, "Invalid login or password");
+});
+
+test("/auth on the HTTP endpoint answers nginx's auth_http request with the built-in users", async () => {
+  const app = createHttpApp({ version: "test", metrics: createMetrics(0), auth: await service(), now: () => 1000 });
+  const ok = await app.request("/auth", { headers: { "Auth-Method": "plain", "Auth-User": "alice", "Auth-Pass": "s3cret", "Auth-Protocol": "imap", "Auth-Login-Attempt": "1", "Client-IP": "1.2.3.4" } });
+  assert.equal(ok.headers.get("Auth-Status"), "OK");
+  assert.equal(ok.headers.get("Auth-Server"), "127.0.0.1");
+  assert.equal(ok.headers.get("Auth-Port"), "143");
+  const bad = await app.request("/auth", { headers: { "Auth-Method": "plain", "Auth-User": "alice", "Auth-Pass": "s3cret%20x", "Auth-Protocol": "imap" } });
+  assert.equal(bad.headers.get("Auth-Status"), "Invalid login or password");
+  assert.equal(bad.headers.get("Auth-Wait"), "3");
+  const health = await (await app.request("/health")).json();
+  assert.equal(health.status, "ok");
+  assert.match(await (await app.request("/metrics")).text(), /^postern_sessions_active 0$/m);
+});
