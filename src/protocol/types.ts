@@ -23,7 +23,8 @@ export type AuthOutcome =
 export type Input =
   | { readonly kind: "bytes"; readonly bytes: Uint8Array }
   | { readonly kind: "auth-result"; readonly outcome: AuthOutcome }
-  | { readonly kind: "tls-started" };
+  | { readonly kind: "tls-started" }
+  | { readonly kind: "delay-done" }; // the "delay" action's time passed with no client input
 
 export type Action =
   | { readonly kind: "reply"; readonly text: string } // latin1 string: one char per byte
@@ -39,6 +40,8 @@ export type Action =
     readonly smtp?: UpstreamStart["smtp"];
   }
   | { readonly kind: "log"; readonly level: "info" | "warn" | "debug" | "error"; readonly message: string }
+  /** Wait `ms` before going on (smtp_greeting_delay); a client that talks first gets `earlyReply` and is closed. */
+  | { readonly kind: "delay"; readonly ms: number; readonly earlyReply: string }
   | { readonly kind: "close"; readonly why: string };
 
 export interface SessionStart {
@@ -47,6 +50,8 @@ export interface SessionStart {
   readonly nowSec: number;
   readonly random: number; // for the APOP/CRAM-MD5 salt
   readonly clientAddr: string;
+  /** The client's forward-confirmed reverse DNS name, "[UNAVAILABLE]" or "[TEMPUNAVAIL]" (resolver). */
+  readonly clientHost: string;
 }
 
 export interface Step<S> {
@@ -84,6 +89,8 @@ export interface CompiledServer {
 export interface ProtocolMachine<S, U> {
   readonly name: "imap" | "pop3" | "smtp";
   readonly internalError: string;
+  /** Look up the client's DNS name before the greeting when a resolver is configured (SMTP). */
+  readonly resolvesClient: boolean;
   compile(config: ServerConfig): CompiledServer;
   start(init: SessionStart): Step<S>;
   step(state: S, input: Input): Step<S>;

@@ -8,7 +8,7 @@ import type { Logger, SessionLogContext } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import type { Conn, Platform, TlsClient, TlsServer } from "../platform.ts";
 import type { Action, AuthOutcome, CompiledServer, Credentials, Input, ProtocolMachine, UpstreamAction, UpstreamInput } from "../protocol/types.ts";
-import { toBytes } from "../util/bytes.ts";
+import { escapeForLog, fromBytes, toBytes } from "../util/bytes.ts";
 
 /** Everything a session needs from its server, fixed when it starts (a reload does not change live sessions). */
 export interface RuntimeServer {
@@ -86,10 +86,30 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
   const write = (c: Conn, text: string | Uint8Array, deadline: number) =>
     before(c.write(typeof text === "string" ? toBytes(text) : text), deadline);
 
+  let clientHost = "[UNAVAILABLE]"; // nginx's value when there is no resolver
+  // a read started while waiting for something else (smtp_greeting_delay) is taken over, not repeated
+  let pendingRead: Promise<Uint8Array | null> | undefined;
+  const readClient = () => {
+    const r = pendingRead ?? conn.read();
+    pendingRead = undefined;
+    return r;
+  };
+
   try {
     let deadline = Date.now() + cfg.timeout;
+    if (m.resolvesClient && cfg.resolver.addresses.length > 0) {
+      ctx.action = "in resolving client address";
+      clientHost = await resolveClient(ctx.client);
+    }
     ctx.action = "in auth state";
-    let step = m.start({ server: rs.compiled, tls: rs.listen.ssl, nowSec: Math.floor(Date.now() / 1000), random: Math.floor(Math.random() * 2 ** 32), clientAddr: ctx.client });
+    let step = m.start({
+      server: rs.compiled,
+      tls: rs.listen.ssl,
+      nowSec: Math.floor(Date.now() / 1000),
+      random: Math.floor(Math.random() * 2 ** 32),
+      clientAddr: ctx.client,
+      clientHost,
+    });
     let state = step.state;
     let actions: Action[] = step.actions;
     for (;;) {
@@ -121,12 +141,28 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
             await proxy(a);
             end = true;
             break;
+          case "delay": {
+            ctx.action = "in delay pipelining state";
+            const read = readClient();
+            const early = await Promise.race([read, sleep(a.ms).then(() => undefined)]);
+            if (early === undefined) {
+              pendingRead = read;
+              next = { kind: "delay-done" };
+              deadline = Date.now() + cfg.timeout;
+              ctx.action = "in auth state";
+            } else {
+              if (early) logger.log("info", `client was rejected before greeting: "${escapeForLog(fromBytes(early.subarray(0, 256)))}"`, ctx);
+              if (early) await write(conn, a.earlyReply, deadline).catch(() => {});
+              end = true;
+            }
+            break;
+          }
         }
         if (end) break;
       }
       if (end || aborted) break;
       if (!next) {
-        const bytes = await before(conn.read(), deadline);
+        const bytes = await before(readClient(), deadline);
         if (bytes === null) {
           logger.log("info", "client closed connection", ctx);
           break;
@@ -154,6 +190,46 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
     deps.sessions.delete(live);
   }
 
+  /**
+   * nginx's client name for SMTP: the PTR name, accepted only when it is a valid host name and
+   * resolves back to the client's address. NXDOMAIN or no match gives "[UNAVAILABLE]", a failed
+   * or timed-out lookup "[TEMPUNAVAIL]".
+   */
+  async function resolveClient(ip: string): Promise<string> {
+    const servers = cfg.resolver.addresses;
+    const until = Date.now() + cfg.resolverTimeout;
+    let names: string[];
+    try {
+      names = await before(platform.reverseDns(ip, servers), until);
+    } catch (e) {
+      logger.log("error", `${ip} could not be resolved (${e instanceof Deadline ? "timed out" : message(e)})`, ctx);
+      return "[TEMPUNAVAIL]";
+    }
+    if (names.length === 0) {
+      logger.log("error", `${ip} could not be resolved (3: Host not found)`, ctx);
+      return "[UNAVAILABLE]";
+    }
+    const name = names[0].replace(/\.$/, "");
+    if (!/^[A-Za-z0-9.-]+$/.test(name)) {
+      logger.log("error", `${ip} resolved to invalid host name "${escapeForLog(name)}"`, ctx);
+      return "[TEMPUNAVAIL]";
+    }
+    ctx.action = "in resolving client hostname";
+    let addrs: string[];
+    try {
+      addrs = await before(platform.resolveDns(name, servers), until);
+    } catch (e) {
+      logger.log("error", `"${name}" could not be resolved (${e instanceof Deadline ? "timed out" : message(e)})`, ctx);
+      return "[TEMPUNAVAIL]";
+    }
+    const plain = (a: string) => a.replace(/^::ffff:/, "").toLowerCase();
+    if (!addrs.some((a) => plain(a) === plain(ip))) {
+      if (addrs.length === 0) logger.log("error", `"${name}" could not be resolved (3: Host not found)`, ctx);
+      return "[UNAVAILABLE]";
+    }
+    return name;
+  }
+
   async function authenticate(c: Credentials): Promise<AuthOutcome> {
     ctx.login = c.login;
     ctx.action = "in http auth state";
@@ -167,6 +243,7 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
       protocol: m.name,
       loginAttempt: c.loginAttempt,
       clientIp: ctx.client,
+      clientHost: m.resolvesClient ? clientHost : undefined,
       smtp: c.smtp,
       ssl: tls
         ? {
@@ -232,7 +309,7 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
       password: a.password,
       clientTag: a.tag,
       clientAddr: ctx.client,
-      clientHost: "[UNAVAILABLE]",
+      clientHost,
       clientPort: conn.remote.port,
       starttls: cfg.proxySsl === "starttls",
       smtp: a.smtp,

@@ -7,6 +7,7 @@ import { type ImapUpstreamState, startImapUpstream, stepImapUpstream } from "./u
 export const imap: ProtocolMachine<ImapState, ImapUpstreamState> = {
   name: "imap",
   internalError: IMAP_INTERNAL_ERROR,
+  resolvesClient: false,
   compile: compileImap,
   start: startImap,
   step: stepImap,

@@ -267,6 +267,8 @@ export function stepImap(s: ImapState, input: Input): Step<ImapState> {
       if (s.phase === "closed" || s.phase === "proxying") return { state: s, actions: [] };
       if (s.phase === "tls-wait") return { state: s, actions: [] }; // plaintext after STARTTLS: dropped
       return drain({ ...s, buf: concat(s.buf, input.bytes) });
+    case "delay-done":
+      return { state: s, actions: [] };
     case "tls-started":
       if (s.phase !== "tls-wait") throw new Error("tls-started outside STARTTLS");
       return { state: { ...s, phase: "command", tls: true, buf: new Uint8Array(0) }, actions: [] };
