@@ -11,11 +11,13 @@ import { createMetrics, type Metrics } from "./metrics.ts";
 import type { Conn, Listener, Platform, TlsClient, TlsServer } from "./platform.ts";
 import { type DriverDeps, type LiveSession, runSession, type RuntimeServer } from "./proxy/driver.ts";
 import { imap } from "./protocol/imap/index.ts";
+import { pop3 } from "./protocol/pop3/index.ts";
+import { smtp } from "./protocol/smtp/index.ts";
 import type { ProtocolMachine } from "./protocol/types.ts";
 import { VERSION } from "./version.ts";
 
 // deno-lint-ignore no-explicit-any
-const MACHINES: Record<string, ProtocolMachine<any, any> | undefined> = { imap };
+const MACHINES: Record<string, ProtocolMachine<any, any> | undefined> = { imap, pop3, smtp };
 
 export function protocolsImplemented(): string[] {
   return Object.keys(MACHINES);

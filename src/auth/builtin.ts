@@ -26,13 +26,13 @@ export function createBuiltinAuth(config: AuthConfig, scrypt: Scrypt): AuthServi
     errorCode: q.protocol === "smtp" ? "535 5.7.8" : undefined,
   });
 
-  const accept = (e: Entry, pass: string | undefined): AuthReply => ({
-    status: "OK",
-    server: e.user.backend.host,
-    port: String(e.user.backend.port),
-    user: e.user.backendUser,
-    pass: e.user.backendPassword ?? pass,
-  });
+  // a user with no backend for this protocol fails like a wrong password (checked after the
+  // password, so that the answer does not tell which protocols a name may use)
+  const accept = (e: Entry, q: AuthQuery, pass: string | undefined): AuthReply => {
+    const to = e.user.backends[q.protocol];
+    if (!to) return fail(q);
+    return { status: "OK", server: to.host, port: String(to.port), user: e.user.backendUser, pass: e.user.backendPassword ?? pass };
+  };
 
   return {
     async ask(q: AuthQuery): Promise<AuthReply> {
@@ -49,17 +49,17 @@ export function createBuiltinAuth(config: AuthConfig, scrypt: Scrypt): AuthServi
         case "login": {
           const given = toBytes(q.pass);
           const ok = e.hash ? await verifyPassword(given, e.hash, scrypt) : plain !== undefined && equalBytes(given, utf8(plain));
-          return ok ? accept(e, undefined) : fail(q);
+          return ok ? accept(e, q, undefined) : fail(q);
         }
         case "cram-md5": {
           if (plain === undefined || !q.salt) return fail(q);
           const want = toHex(hmacMd5(utf8(plain), toBytes(q.salt)));
-          return equalBytes(utf8(want), toBytes(q.pass.toLowerCase())) ? accept(e, plain) : fail(q);
+          return equalBytes(utf8(want), toBytes(q.pass.toLowerCase())) ? accept(e, q, plain) : fail(q);
         }
         case "apop": {
           if (plain === undefined || !q.salt) return fail(q);
           const want = toHex(md5(utf8(q.salt + plain)));
-          return equalBytes(utf8(want), toBytes(q.pass.toLowerCase())) ? accept(e, plain) : fail(q);
+          return equalBytes(utf8(want), toBytes(q.pass.toLowerCase())) ? accept(e, q, plain) : fail(q);
         }
         case "external": {
           const s = q.ssl;
@@ -68,7 +68,7 @@ export function createBuiltinAuth(config: AuthConfig, scrypt: Scrypt): AuthServi
             const [k, v] = part.trim().split("=");
             return (k === "CN" || k === "emailAddress") && v === e.user.user;
           });
-          return s?.verify === "SUCCESS" && named ? accept(e, e.user.backendPassword ?? plain ?? "") : fail(q);
+          return s?.verify === "SUCCESS" && named ? accept(e, q, e.user.backendPassword ?? plain ?? "") : fail(q);
         }
         case "none":
           return fail(q);

@@ -1226,6 +1226,27 @@ function parseBackend(node: Y, at: At, L: Loader): { host: string; port: number 
   return text === undefined ? undefined : L.take(at, v.parseAddress(text));
 }
 
+const BACKEND_PROTOCOLS: readonly Protocol[] = ["imap", "pop3", "smtp"];
+
+/** `backend:` as one address for every protocol, or a map {imap, pop3, smtp} of addresses. */
+function parseBackends(node: Y, at: At, L: Loader): AuthUser["backends"] | undefined {
+  const perProtocol = node.kind === "map" && node.entries.some((e) => (BACKEND_PROTOCOLS as readonly string[]).includes(e.key));
+  if (!perProtocol) {
+    const one = parseBackend(node, at, L);
+    return one && { imap: one, pop3: one, smtp: one };
+  }
+  const m = entries(node, at, L, BACKEND_PROTOCOLS);
+  if (!m) return undefined;
+  const out: Partial<Record<Protocol, { host: string; port: number }>> = {};
+  let good = m.size === (node.kind === "map" ? node.entries.length : 0);
+  for (const [key, e] of m) {
+    const b = parseBackend(e.node, e.at, L);
+    if (b) out[key as Protocol] = b;
+    else good = false;
+  }
+  return good ? out : undefined;
+}
+
 function parseUser(node: Y, at: At, L: Loader): AuthUser | undefined {
   const m = entries(node, at, L, USER_KEYS);
   if (!m) return undefined;
@@ -1263,20 +1284,20 @@ function parseUser(node: Y, at: At, L: Loader): AuthUser | undefined {
     if (e) L.warn(e.at, `plain-text password; use "postern hash-password"`);
   }
   const b = m.get("backend");
-  let backend: { host: string; port: number } | undefined;
+  let backends: AuthUser["backends"] | undefined;
   if (!b) {
     L.error(at, `missing "backend", as backend: 127.0.0.1:143`);
     good = false;
   } else {
-    backend = parseBackend(b.node, b.at, L);
-    if (!backend) good = false;
+    backends = parseBackends(b.node, b.at, L);
+    if (!backends) good = false;
   }
-  if (!good || !user || !backend) return undefined;
+  if (!good || !user || !backends) return undefined;
   return {
     user,
     passwordHash: hash ?? undefined,
     password: password ?? undefined,
-    backend,
+    backends,
     backendUser: backendUser ?? undefined,
     backendPassword: backendPassword ?? undefined,
   };

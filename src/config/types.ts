@@ -107,7 +107,9 @@ export interface AuthUser {
   /** "scrypt$N$r$p$saltB64$hashB64" or absent when a plain password is given. */
   readonly passwordHash?: string;
   readonly password?: string; // plain, for tests; warned about
-  readonly backend: { host: string; port: number };
+  /** Where this user's sessions go, by protocol; `backend: "host:port"` fills all three. A protocol
+   *  without an entry cannot log in. */
+  readonly backends: Readonly<Partial<Record<Protocol, { readonly host: string; readonly port: number }>>>;
   readonly backendUser?: string; // Auth-User override
   readonly backendPassword?: string; // Auth-Pass override
 }

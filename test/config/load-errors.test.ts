@@ -320,6 +320,28 @@ test("bad auth users are errors at the entry or the field", () => {
   );
 });
 
+test("a per-protocol backend map names bad protocols and bad addresses", () => {
+  assert.deepEqual(
+    errors(yaml(
+      "http:",
+      "  listen: 8080",
+      "auth:",
+      "  users:",
+      "    - user: a",
+      "      password: x",
+      "      backend: {imap: 10.0.0.1:143, pop: 10.0.0.1:110}",
+      "    - user: b",
+      "      password: x",
+      "      backend: {pop3: 10.0.0.1, smtp: {host: 10.0.0.1}}",
+    )),
+    [
+      `${F}:7:37: auth.users[0].backend.pop: unknown directive; did you mean pop3?`,
+      `${F}:10:23: auth.users[1].backend.pop3: missing port in "10.0.0.1"`,
+      `${F}:10:39: auth.users[1].backend.smtp: expected {host, port}, as {host: 127.0.0.1, port: 143}`,
+    ],
+  );
+});
+
 test("a duplicate auth user is an error naming the first", () => {
   assert.deepEqual(
     errors(yaml(

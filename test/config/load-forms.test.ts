@@ -250,12 +250,37 @@ test("the auth section reads users with a hash or a plain password, and backends
     {
       user: "alice@example.com",
       passwordHash: "scrypt$16384$8$1$c2FsdHNhbHRzYWx0c2FsdA==$aGFzaGhhc2hoYXNoaGFzaA==",
-      backend: { host: "127.0.0.1", port: 143 },
+      backends: { imap: { host: "127.0.0.1", port: 143 }, pop3: { host: "127.0.0.1", port: 143 }, smtp: { host: "127.0.0.1", port: 143 } },
     },
-    { user: "bob", password: "0123", backend: { host: "::1", port: 993 }, backendUser: "robert", backendPassword: "other" },
+    {
+      user: "bob",
+      password: "0123",
+      backends: { imap: { host: "::1", port: 993 }, pop3: { host: "::1", port: 993 }, smtp: { host: "::1", port: 993 } },
+      backendUser: "robert",
+      backendPassword: "other",
+    },
   ]);
   assert.deepEqual(c.warnings, [
     `/etc/postern/config.yaml:11:17: auth.users[1].password: plain-text password; use "postern hash-password"`,
+  ]);
+});
+
+test("a user's backend may be a map by protocol, each an address string or {host, port}", () => {
+  const c = load(yaml(
+    "http:",
+    "  listen: 127.0.0.1:8080",
+    "auth:",
+    "  users:",
+    "    - user: carol",
+    "      password: \"pw\"",
+    "      backend:",
+    "        imap: 10.0.0.1:143",
+    "        pop3: {host: \"[::1]\", port: 110}",
+    "    - {user: dave, password: \"pw\", backend: {smtp: \"10.0.0.3:25\"}}",
+  ));
+  assert.deepEqual(c.auth.users.map((u) => u.backends), [
+    { imap: { host: "10.0.0.1", port: 143 }, pop3: { host: "::1", port: 110 } },
+    { smtp: { host: "10.0.0.3", port: 25 } },
   ]);
 });
 

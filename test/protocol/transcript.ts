@@ -5,6 +5,10 @@
 //               proxy HOST:PORT "LOGIN" "PASS" leftover="..."
 //   R: result   the auth answer: ok HOST:PORT "LOGIN" "PASS" | fail keep|close "MESSAGE" | error
 //   T: tls-started
+//   D: delay-done (the "delay" action's time passed with no client input)
+//   An SMTP ask-auth carries helo="..." from="..." to="..." when the credentials have them;
+//   an SMTP proxy action ends in smtp(helo="..." cmd=EHLO|HELO from="..." to="..." method=M).
+//   The delay action renders as: delay MS "EARLY REPLY"
 // Lines starting with # are comments; "config: YAML" lines before the first exchange set
 // server directives. Each run of C/c lines is also fed split at every byte offset and byte
 // by byte, from the same state (the machines are pure, so a state can be reused).
@@ -15,7 +19,7 @@ import type { Action, Input, ProtocolMachine, SessionStart, Step } from "../../s
 export interface Transcript {
   readonly name: string;
   readonly config: string[];
-  readonly steps: { kind: "C" | "S" | "A" | "R" | "T"; text: string }[];
+  readonly steps: { kind: "C" | "S" | "A" | "R" | "T" | "D"; text: string }[];
 }
 
 export function unescape(s: string): string {
@@ -38,7 +42,7 @@ export function parseTranscript(name: string, text: string): Transcript {
       config.push(line.slice(8));
       continue;
     }
-    const m = /^([CcSARTs]): ?(.*)$/.exec(line);
+    const m = /^([CcSARTDs]): ?(.*)$/.exec(line);
     if (!m) throw new Error(`${name}: cannot read line "${line}"`);
     const body = unescape(m[2]);
     switch (m[1]) {
@@ -46,7 +50,7 @@ export function parseTranscript(name: string, text: string): Transcript {
       case "c": steps.push({ kind: "C", text: body }); break;
       case "S": steps.push({ kind: "S", text: body + "\r\n" }); break;
       case "s": steps.push({ kind: "S", text: body }); break;
-      default: steps.push({ kind: m[1] as "A" | "R" | "T", text: m[2] });
+      default: steps.push({ kind: m[1] as "A" | "R" | "T" | "D", text: m[2] });
     }
   }
   return { name, config, steps };
@@ -63,10 +67,21 @@ export function render(actions: readonly Action[]): { out: string; acts: string[
     switch (a.kind) {
       case "reply": out += a.text; break;
       case "log": break;
-      case "ask-auth": acts.push(`ask-auth ${a.credentials.method} ${q(a.credentials.login)} ${q(a.credentials.password)}`); break;
+      case "ask-auth": {
+        const c = a.credentials;
+        const smtp = c.smtp ? ` helo=${q(c.smtp.helo)} from=${q(c.smtp.from)} to=${q(c.smtp.to)}` : "";
+        acts.push(`ask-auth ${c.method} ${q(c.login)} ${q(c.password)}${smtp}`);
+        break;
+      }
       case "start-tls": acts.push("start-tls"); break;
       case "close": acts.push("close"); break;
-      case "proxy": acts.push(`proxy ${a.to.host}:${a.to.port} ${q(a.login)} ${q(a.password)} leftover=${q(String.fromCharCode(...a.leftover))}`); break;
+      case "proxy": {
+        const m = a.smtp;
+        const smtp = m ? ` smtp(helo=${q(m.helo)} cmd=${m.heloCommand} from=${q(m.from)} to=${q(m.to.join(","))} method=${m.authMethod})` : "";
+        acts.push(`proxy ${a.to.host}:${a.to.port} ${q(a.login)} ${q(a.password)} leftover=${q(String.fromCharCode(...a.leftover))}${smtp}`);
+        break;
+      }
+      case "delay": acts.push(`delay ${a.ms} ${q(a.earlyReply)}`); break;
     }
   }
   return { out, acts };
@@ -138,9 +153,9 @@ export function replay<S>(m: ProtocolMachine<S, unknown>, t: Transcript, start: 
       state = whole.state;
       continue;
     }
-    if (s.kind === "R" || s.kind === "T") {
+    if (s.kind === "R" || s.kind === "T" || s.kind === "D") {
       i++;
-      const input: Input = s.kind === "T" ? { kind: "tls-started" } : parseResult(s.text);
+      const input: Input = s.kind === "T" ? { kind: "tls-started" } : s.kind === "D" ? { kind: "delay-done" } : parseResult(s.text);
       const r = m.step(state, input);
       state = r.state;
       expectAfter(r.actions, s.text);

@@ -19,8 +19,8 @@ async function service(extra: Partial<AuthConfig> = {}) {
     failureDelay: 3000,
     maxAttempts: 3,
     users: [
-      { user: "alice", passwordHash: hash, backend: { host: "127.0.0.1", port: 143 } },
-      { user: "bob", password: "plain", backend: { host: "10.0.0.2", port: 1143 }, backendUser: "robert" },
+      { user: "alice", passwordHash: hash, backends: { imap: { host: "127.0.0.1", port: 143 }, pop3: { host: "127.0.0.1", port: 110 } } },
+      { user: "bob", password: "plain", backends: { imap: { host: "10.0.0.2", port: 1143 }, pop3: { host: "10.0.0.2", port: 1143 } }, backendUser: "robert" },
     ],
     ...extra,
   };
@@ -32,6 +32,16 @@ const q = (o: Partial<AuthQuery>): AuthQuery => ({ method: "plain", user: "alice
 test("the built-in service accepts a scrypt-hashed password and names the backend", async () => {
   const s = await service();
   assert.deepEqual(await s.ask(q({})), { status: "OK", server: "127.0.0.1", port: "143", user: undefined, pass: undefined });
+});
+
+test("the built-in service picks the backend by protocol and fails a protocol the user has none for", async () => {
+  const s = await service();
+  assert.deepEqual(await s.ask(q({ protocol: "pop3" })), { status: "OK", server: "127.0.0.1", port: "110", user: undefined, pass: undefined });
+  const smtp = await s.ask(q({ protocol: "smtp" }));
+  assert.equal(smtp.status, "Invalid login or password");
+  assert.equal(smtp.server, undefined);
+  const apop = toHex(md5(toBytes("<1.2@mail.test>plain")));
+  assert.equal((await s.ask(q({ method: "apop", protocol: "pop3", user: "bob", pass: apop, salt: "<1.2@mail.test>" }))).port, "1143");
 });
 
 test("the built-in service refuses a wrong password with Auth-Wait until max_attempts", async () => {
