@@ -15,7 +15,8 @@ import { parseArgs } from "node:util";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const TEST_DIR = path.join(ROOT, "test");
-const BUILD_DIR = path.join(ROOT, ".build", "test");
+// One dir per run: other runs may be going on in the same tree at the same time.
+const BUILD_DIR = path.join(ROOT, ".build", `test-run-${process.pid}`);
 const BIN = path.join(ROOT, "node_modules", ".bin");
 const RUNTIMES = ["node", "deno", "bun"];
 const KINDS = ["typecheck", "unit", "platform", "e2e"];
@@ -140,8 +141,32 @@ function discover() {
 
 const children = new Set();
 
+function removeBuildDir() {
+  fs.rmSync(BUILD_DIR, { recursive: true, force: true });
+}
+
+/** Remove the build dirs of earlier runs that were killed before they could clean up. */
+function removeStaleBuildDirs() {
+  let names = [];
+  try {
+    names = fs.readdirSync(path.dirname(BUILD_DIR));
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const m = /^test-run-(\d+)$/.exec(name);
+    if (!m || Number(m[1]) === process.pid) continue;
+    try {
+      process.kill(Number(m[1]), 0);
+    } catch (e) {
+      if (e.code === "ESRCH") fs.rmSync(path.join(path.dirname(BUILD_DIR), name), { recursive: true, force: true });
+    }
+  }
+}
+
 function onInterrupt(sig) {
   for (const c of children) killTree(c, "SIGKILL");
+  removeBuildDir();
   console.error(`\ntest/run.mjs: interrupted by ${sig}`);
   process.exit(130);
 }
@@ -328,7 +353,7 @@ async function typecheckSteps() {
   const src = tsFilesUnder("src");
   if (src.length) {
     // src/ is runtime-free: check it with no Deno, Bun or Node types, so a slip fails here.
-    const config = path.join(ROOT, ".build", "deno-check-src.json");
+    const config = path.join(BUILD_DIR, "deno-check-src.json");
     fs.mkdirSync(path.dirname(config), { recursive: true });
     fs.writeFileSync(config, JSON.stringify({
       compilerOptions: { strict: true, lib: ["dom", "esnext"] },
@@ -355,7 +380,7 @@ async function unitSteps(kind, runtime, files) {
     const { bundles, step } = await bundleStep(label, files);
     if (!bundles) return [step];
     return [await runTests(label, "node", process.execPath,
-      ["--enable-source-maps", "--test", "--test-reporter=spec", ...bundles.map((b) => b.bundle)],
+      ["--enable-source-maps", "--test", "--test-force-exit", "--test-reporter=spec", ...bundles.map((b) => b.bundle)],
       files.length, env, UNIT_STEP_TIMEOUT_MS)];
   }
   if (runtime === "deno") {
@@ -383,7 +408,7 @@ async function e2eSteps(files, opts) {
   const env = childEnv({ POSTERN_TARGETS: process.env.POSTERN_TARGETS || DEFAULT_TARGETS });
   for (const b of bundles) {
     steps.push(await runTests(`e2e · ${b.file}`, "node", process.execPath,
-      ["--enable-source-maps", "--test", "--test-reporter=spec", b.bundle], 1, env, E2E_FILE_TIMEOUT_MS));
+      ["--enable-source-maps", "--test", "--test-force-exit", "--test-reporter=spec", b.bundle], 1, env, E2E_FILE_TIMEOUT_MS));
   }
   return steps;
 }
@@ -438,7 +463,7 @@ async function main() {
   }
 
   const started = Date.now();
-  fs.rmSync(BUILD_DIR, { recursive: true, force: true });
+  removeStaleBuildDirs();
   const steps = [];
   for (const p of plan) {
     if (p.kind === "typecheck") steps.push(...(await typecheckSteps()));
@@ -462,8 +487,12 @@ async function main() {
 }
 
 main().then(
-  (code) => process.exit(code),
+  (code) => {
+    removeBuildDir();
+    process.exit(code);
+  },
   (e) => {
+    removeBuildDir();
     console.error(e?.stack ?? String(e));
     console.log("0 passed, 1 failed");
     process.exit(2);
