@@ -23,7 +23,8 @@ export function unescapeMailAuth(text: string): string {
 /** Request headers in the order nginx sends them; `extra` is auth_http_header. */
 export function authRequestHeaders(q: AuthQuery, extra: Readonly<Record<string, string>>): [string, string][] {
   const h: [string, string][] = [
-    ["Auth-Method", q.method],
+    // nginx names AUTH LOGIN "plain" too: the auth server sees the same user and password
+    ["Auth-Method", q.method === "login" ? "plain" : q.method],
     ["Auth-User", escapeMailAuth(q.user)],
     ["Auth-Pass", escapeMailAuth(q.pass)],
   ];

@@ -53,8 +53,8 @@ test("the default config.yaml's example user has a real scrypt hash of the passw
   assert.equal(c.auth.users.length, 1);
   const alice = c.auth.users[0];
   assert.equal(alice.user, "alice@example.com");
-  const to = { host: "127.0.0.1", port: 143 };
-  assert.deepEqual(alice.backends, { imap: to, pop3: to, smtp: to });
+  const at = (port: number) => ({ host: "127.0.0.1", port });
+  assert.deepEqual(alice.backends, { imap: at(143), pop3: at(110), smtp: at(25) });
   assert.equal(alice.password, undefined);
   const password = /password "([^"]+)"/.exec(text)?.[1];
   assert.equal(password, "alice-secret");
