@@ -10,7 +10,7 @@ const RANK: Record<LogLevel, number> = { debug: 0, info: 1, notice: 2, warn: 3, 
 export interface SessionLogContext {
   readonly sid: number;
   readonly proto: string;
-  readonly client: string; // address only, as nginx's "client:"
+  client: string; // address only, as nginx's "client:" (the PROXY protocol may replace it)
   readonly server: string; // listen address "host:port"
   login?: string;
   upstream?: string;

@@ -52,8 +52,12 @@ export interface Conn {
   closeWrite(): Promise<void>;
   /** Close both directions now; idempotent. */
   close(): void;
-  /** Upgrade in place (STARTTLS). Bytes already read but not consumed are the caller's business (discard them). */
-  startTls(tls: TlsServer | TlsClient): Promise<Conn>;
+  /**
+   * Upgrade in place (STARTTLS, or TLS after a PROXY protocol header). `initial` are bytes already
+   * read from this connection that belong to the TLS stream (a ClientHello read together with the
+   * PROXY header); other plaintext read before is the caller's business (it is discarded).
+   */
+  startTls(tls: TlsServer | TlsClient, initial?: Uint8Array): Promise<Conn>;
   /** The peer certificate after a TLS handshake, if any. */
   readonly tlsInfo?: TlsInfo;
 }

@@ -146,7 +146,8 @@ export async function startPostern(config: Config, platform: Platform): Promise<
     entry.listener = await platform.listen(
       { host: l.host, port: l.port, backlog: l.backlog, ipv6Only: l.ipv6only, keepAlive: l.soKeepalive },
       onConn,
-      l.ssl ? rs.tlsServer : undefined,
+      // with proxy_protocol the header comes in clear before the TLS handshake: the driver starts TLS
+      l.ssl && !l.proxyProtocol ? rs.tlsServer : undefined,
     );
     open.set(key, entry);
   }

@@ -8,7 +8,8 @@ import type { Logger, SessionLogContext } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import type { Conn, Platform, TlsClient, TlsServer } from "../platform.ts";
 import type { Action, AuthOutcome, CompiledServer, Credentials, Input, ProtocolMachine, UpstreamAction, UpstreamInput } from "../protocol/types.ts";
-import { escapeForLog, fromBytes, toBytes } from "../util/bytes.ts";
+import { concat, escapeForLog, fromBytes, toBytes } from "../util/bytes.ts";
+import { addressTrusted, type ProxyHeader, readProxyHeader, writeProxyHeader } from "./proxy-protocol.ts";
 
 /** Everything a session needs from its server, fixed when it starts (a reload does not change live sessions). */
 export interface RuntimeServer {
@@ -95,8 +96,30 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
     return r;
   };
 
+  let clientPort = client.remote.port;
+  let proxyHeader: ProxyHeader | undefined;
+
   try {
     let deadline = Date.now() + cfg.timeout;
+    if (rs.listen.proxyProtocol) {
+      ctx.action = "reading PROXY protocol";
+      const got = await readProxy(deadline);
+      if (!got) return;
+      proxyHeader = got.header;
+      if (proxyHeader.srcAddr && addressTrusted(client.remote.host, cfg.setRealIpFrom)) {
+        ctx.client = proxyHeader.srcAddr;
+        clientPort = proxyHeader.srcPort ?? clientPort;
+        logger.log("info", `client ${client.remote.host}:${client.remote.port} is ${ctx.client}:${clientPort} by PROXY protocol`, { ...ctx, bare: true });
+      }
+      if (rs.listen.ssl) {
+        // "listen ... ssl proxy_protocol": the header came in clear, TLS starts after it
+        if (!rs.tlsServer) throw new Error("ssl listen without a TLS server context");
+        ctx.action = "SSL handshaking";
+        conn = await before(conn.startTls(rs.tlsServer, got.rest), deadline);
+      } else if (got.rest.length) {
+        pendingRead = Promise.resolve(got.rest);
+      }
+    }
     if (m.resolvesClient && cfg.resolver.addresses.length > 0) {
       ctx.action = "in resolving client address";
       clientHost = await resolveClient(ctx.client);
@@ -190,6 +213,26 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
     deps.sessions.delete(live);
   }
 
+  /** Reads the PROXY header; null (after a log line) when it is missing, malformed or late. */
+  async function readProxy(deadline: number): Promise<{ header: ProxyHeader; rest: Uint8Array } | null> {
+    let buf: Uint8Array = new Uint8Array(0);
+    for (;;) {
+      const chunk = await before(conn.read(), deadline);
+      if (chunk === null) {
+        logger.log("info", "client closed connection while reading PROXY protocol", ctx);
+        return null;
+      }
+      buf = concat(buf, chunk);
+      const r = readProxyHeader(buf);
+      if (r.kind === "incomplete") continue;
+      if (r.kind === "error") {
+        logger.log("error", `${r.why} while reading PROXY protocol`, ctx);
+        return null;
+      }
+      return { header: r.header, rest: buf.subarray(r.consumed) };
+    }
+  }
+
   /**
    * nginx's client name for SMTP: the PTR name, accepted only when it is a valid host name and
    * resolves back to the client's address. NXDOMAIN or no match gives "[UNAVAILABLE]", a failed
@@ -244,6 +287,9 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
       loginAttempt: c.loginAttempt,
       clientIp: ctx.client,
       clientHost: m.resolvesClient ? clientHost : undefined,
+      proxyProtocol: proxyHeader?.srcAddr
+        ? { addr: proxyHeader.srcAddr, port: proxyHeader.srcPort ?? 0, serverAddr: proxyHeader.dstAddr ?? "", serverPort: proxyHeader.dstPort ?? 0 }
+        : undefined,
       smtp: c.smtp,
       ssl: tls
         ? {
@@ -294,9 +340,17 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
     ctx.action = "connecting to upstream";
     const deadline = Date.now() + cfg.timeout;
     const implicitTls = cfg.proxySsl === "on" ? rs.tlsUpstream : undefined;
+    const sendProxy = cfg.proxyProtocol !== "off";
     try {
-      upstream = await platform.connect(to, cfg.timeout, implicitTls);
+      // a PROXY header goes first, in clear, so TLS to the backend starts after it
+      upstream = await platform.connect(to, cfg.timeout, sendProxy ? undefined : implicitTls);
+      if (sendProxy) {
+        const header = writeProxyHeader(cfg.proxyProtocol === "v2" ? 2 : 1, { host: ctx.client, port: clientPort }, client.local);
+        await write(upstream, header, deadline);
+        if (implicitTls) upstream = await before(upstream.startTls(implicitTls), deadline);
+      }
     } catch (e) {
+      if (e instanceof Deadline) throw e;
       metrics.upstreamErrors++;
       logger.log("error", `connect() to upstream failed: ${message(e)}`, ctx);
       await write(conn, m.internalError, deadline).catch(() => {});
@@ -310,7 +364,7 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
       clientTag: a.tag,
       clientAddr: ctx.client,
       clientHost,
-      clientPort: conn.remote.port,
+      clientPort,
       starttls: cfg.proxySsl === "starttls",
       smtp: a.smtp,
     });
