@@ -10,10 +10,10 @@
 //   https://nodejs.org/api/tls.html#event-secureconnection (authorized / authorizationError)
 //   https://nodejs.org/api/tls.html#tlsconnectoptions-callback (options.socket: client STARTTLS)
 
-import type * as net from "node:net";
+import * as net from "node:net";
 import type { Duplex } from "node:stream";
 import * as tls from "node:tls";
-import type { Address, Conn, RelayHandle, RelayOpts, TlsClient, TlsInfo, TlsServer } from "../src/platform.ts";
+import type { Address, Conn, ListenAt, Listener, RelayHandle, RelayOpts, TlsClient, TlsInfo, TlsServer } from "../src/platform.ts";
 import { clientTlsOptions, serverSecureContext, serverTlsOptions, tlsInfoOf } from "./node-tls.ts";
 import { type Direction, RelayControl } from "./relay-control.ts";
 
@@ -23,6 +23,17 @@ export const READ_HIGH_WATER = 64 * 1024;
 export const TLS_HANDSHAKE_TIMEOUT_MS = 60_000;
 
 type Waiter = { resolve: () => void; reject: (e: Error) => void };
+
+/** The stream under a node:tls socket when that is not a plain socket (Deno's bridge). */
+export interface Bridge {
+  /** Read backpressure, applied below the TLS socket instead of pausing it. */
+  pause(): void;
+  resume(): void;
+  /** Resolves once the FIN has been sent on the network, sending it if the TLS layer did not. */
+  finishWrite(): Promise<void>;
+  /** Calls `fn` once the network side has delivered its FIN to the TLS layer. */
+  onTransportEnd(fn: () => void): void;
+}
 
 /** What a relay takes over from a SocketConn: the socket plus bytes read but not consumed. */
 export interface DetachedSocket {
@@ -39,17 +50,30 @@ export class SocketConn implements Conn {
   readonly local: Address;
   readonly tlsInfo?: TlsInfo;
   readonly #sock: net.Socket;
+  readonly #gate: Pick<Bridge, "pause" | "resume">;
+  readonly #bridge: Bridge | undefined;
+  #paused = false;
   #queue: Uint8Array[] = [];
   #queued = 0;
   #ended = false; // FIN received, or the socket is gone
   #closed = false;
   #detached = false;
   #error: Error | undefined;
+  #dataSinceCheck = false;
   #reader: ((chunk: Uint8Array | null) => void) | undefined;
   #drainWaiters: Waiter[] = [];
 
-  constructor(sock: net.Socket, at?: { remote: Address; local: Address }, tlsInfo?: TlsInfo) {
+  /**
+   * With a `bridge` (Deno's node:tls over a native conn, see platform/deno.ts):
+   * backpressure is applied at the bridge, never by pausing the TLS socket; closeWrite()
+   * waits for the bridge to send the FIN; and when the network FIN has reached the TLS
+   * layer but the TLS socket stays silent (no 'end', no more data for a macrotask), the
+   * FIN is taken as read. Deno's node:tls sometimes drops it after delivering all data.
+   */
+  constructor(sock: net.Socket, at?: { remote: Address; local: Address }, tlsInfo?: TlsInfo, bridge?: Bridge) {
     this.#sock = sock;
+    this.#bridge = bridge;
+    this.#gate = bridge ?? sock;
     this.remote = at?.remote ?? { host: stripV4Mapped(sock.remoteAddress ?? ""), port: sock.remotePort ?? 0 };
     this.local = at?.local ?? { host: stripV4Mapped(sock.localAddress ?? ""), port: sock.localPort ?? 0 };
     this.tlsInfo = tlsInfo;
@@ -58,10 +82,21 @@ export class SocketConn implements Conn {
     sock.on("drain", this.#onDrain);
     sock.on("error", this.#onError);
     sock.on("close", this.#onClose);
+    bridge?.onTransportEnd(() => this.#settleEof());
+  }
+
+  #settleEof(): void {
+    this.#dataSinceCheck = false;
+    setTimeout(() => {
+      if (this.#ended || this.#closed || this.#detached) return;
+      if (this.#dataSinceCheck) return this.#settleEof(); // the TLS layer is still delivering
+      this.#onEnd();
+    }, 0);
   }
 
   #onData = (buf: Uint8Array): void => {
     const chunk = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength); // plain view, not a Buffer
+    this.#dataSinceCheck = true;
     const reader = this.#reader;
     if (reader !== undefined) {
       this.#reader = undefined;
@@ -70,7 +105,10 @@ export class SocketConn implements Conn {
     }
     this.#queue.push(chunk);
     this.#queued += chunk.byteLength;
-    if (this.#queued > READ_HIGH_WATER) this.#sock.pause();
+    if (this.#queued > READ_HIGH_WATER && !this.#paused) {
+      this.#paused = true;
+      this.#gate.pause();
+    }
   };
 
   #onEnd = (): void => {
@@ -112,7 +150,10 @@ export class SocketConn implements Conn {
     const chunk = this.#queue.shift();
     if (chunk !== undefined) {
       this.#queued -= chunk.byteLength;
-      if (this.#queued <= READ_HIGH_WATER && this.#sock.isPaused() && !this.#detached) this.#sock.resume();
+      if (this.#queued <= READ_HIGH_WATER && this.#paused && !this.#detached) {
+        this.#paused = false;
+        this.#gate.resume();
+      }
       return Promise.resolve(chunk);
     }
     if (this.#ended || this.#detached) return Promise.resolve(null);
@@ -130,17 +171,20 @@ export class SocketConn implements Conn {
     return new Promise((resolve, reject) => this.#drainWaiters.push({ resolve, reject }));
   }
 
-  closeWrite(): Promise<void> {
+  async closeWrite(): Promise<void> {
     const sock = this.#sock;
-    if (this.#closed || this.#detached || sock.destroyed || sock.writableFinished) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = (): void => {
-        sock.off("close", done);
-        resolve();
-      };
-      sock.once("close", done);
-      sock.end(done);
-    });
+    if (this.#closed || this.#detached || sock.destroyed) return;
+    if (!sock.writableFinished) {
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          sock.off("close", done);
+          resolve();
+        };
+        sock.once("close", done);
+        sock.end(done);
+      });
+    }
+    await this.#bridge?.finishWrite();
   }
 
   close(): void {
@@ -164,6 +208,7 @@ export class SocketConn implements Conn {
     if (this.#detached || this.#closed) throw new Error("Cannot take over connection: already closed or taken");
     this.#detached = true;
     const sock = this.#sock;
+    if (this.#paused && this.#gate !== sock) this.#gate.resume(); // the new owner applies its own backpressure
     sock.pause();
     sock.off("data", this.#onData);
     sock.off("end", this.#onEnd);
@@ -186,6 +231,83 @@ function stripV4Mapped(host: string): string {
 }
 
 // ---------------------------------------------------------------------------
+// Listen, connect
+
+function setUp(sock: net.Socket, at?: ListenAt): void {
+  sock.setNoDelay(true); // line protocols: never hold a short reply back (Nagle)
+  if (at?.keepAlive) sock.setKeepAlive(true);
+}
+
+/** A node:net (or, with `t`, node:tls) listener handing out SocketConns. */
+export async function listenSockets(at: ListenAt, onConn: (c: Conn) => void, t?: TlsServer): Promise<Listener> {
+  let server: net.Server;
+  if (t !== undefined) {
+    // allowHalfOpen goes on after the handshake: with it on, a FIN in mid-handshake would
+    // leave the socket pending until handshakeTimeout.
+    server = tls.createServer({ ...serverTlsOptions(t), allowHalfOpen: false, handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS });
+    server.on("secureConnection", (sock: tls.TLSSocket) => {
+      sock.allowHalfOpen = true;
+      setUp(sock, at);
+      onConn(new SocketConn(sock, undefined, tlsInfoOf(sock)));
+    });
+    server.on("tlsClientError", () => {}); // node:tls already destroyed the socket; the listener goes on
+  } else {
+    server = net.createServer({ allowHalfOpen: true }, (sock) => {
+      setUp(sock, at);
+      onConn(new SocketConn(sock));
+    });
+  }
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(
+      { host: at.host, port: at.port, backlog: at.backlog, ipv6Only: at.ipv6Only, reusePort: at.reusePort },
+      () => {
+        server.off("error", reject);
+        resolve();
+      },
+    );
+  });
+  server.on("error", () => {}); // accept errors (EMFILE) must not kill the process; node retries
+  const addr = server.address() as net.AddressInfo;
+  return {
+    address: { host: addr.address, port: addr.port },
+    close: () => {
+      server.close(); // stops accepting; live connections keep going
+      return Promise.resolve();
+    },
+  };
+}
+
+/** A node:net connection, with `t` upgraded to TLS before it is returned. */
+export async function connectSocket(to: Address, timeoutMs: number, t?: TlsClient): Promise<Conn> {
+  const sock = net.connect({ host: to.host, port: to.port, allowHalfOpen: true });
+  sock.on("error", () => {}); // reported through the promise below, then by the Conn
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    sock.destroy();
+  }, timeoutMs); // covers the TCP connect and the TLS handshake
+  try {
+    await new Promise<void>((resolve, reject) => {
+      sock.once("connect", resolve);
+      sock.once("error", reject);
+      sock.once("close", () => reject(new Error("Connection closed")));
+    });
+    setUp(sock);
+    if (t === undefined) return new SocketConn(sock);
+    const at = { remote: { host: to.host, port: to.port }, local: { host: sock.localAddress ?? "", port: sock.localPort ?? 0 } };
+    const secure = await startClientTls(sock, t, to.host);
+    return new SocketConn(secure, at, tlsInfoOf(secure));
+  } catch (err) {
+    sock.destroy();
+    if (timedOut) throw new Error(`Cannot connect to "${to.host}:${to.port}": timed out after ${timeoutMs} ms`);
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+// ---------------------------------------------------------------------------
 // STARTTLS
 
 /**
@@ -195,6 +317,7 @@ function stripV4Mapped(host: string): string {
  * and enforces rejectUnauthorized; otherwise a bare TLSSocket on a cached context.
  */
 export function startServerTls(raw: Duplex, t: TlsServer): Promise<tls.TLSSocket> {
+  raw.allowHalfOpen = false; // see handshake()
   raw.pause(); // RUNTIMES.md: pause before wrapping, resume after (Deno hangs otherwise)
   if (t.requestCert) {
     const server = new tls.Server(serverTlsOptions(t)); // tls.Server ignores a given secureContext
@@ -217,13 +340,19 @@ export function startServerTls(raw: Duplex, t: TlsServer): Promise<tls.TLSSocket
 
 /** Client-side TLS over a connected plaintext stream (STARTTLS towards a backend). */
 export function startClientTls(raw: Duplex, t: TlsClient, host: string): Promise<tls.TLSSocket> {
+  raw.allowHalfOpen = false; // see handshake()
   const s = tls.connect({ ...clientTlsOptions(t, host), socket: raw as net.Socket });
   const done = handshake(raw, () => s, s);
   s.once("secureConnect", () => done.resolve(s));
   return done.promise;
 }
 
-/** Settles once: the secure socket, or an error (handshake failure, close, timeout) after destroying `raw`. */
+/**
+ * Settles once: the secure socket, or an error (handshake failure, close, timeout) after
+ * destroying `raw`. A TLSSocket copies allowHalfOpen from the stream it wraps; with it on,
+ * a peer's FIN in mid-handshake leaves the handshake pending until the timeout. So the
+ * caller turns it off before wrapping and it is turned back on once the session is up.
+ */
 function handshake(
   raw: Duplex,
   accept: (s: tls.TLSSocket) => tls.TLSSocket,
@@ -259,6 +388,8 @@ function handshake(
   function resolve(s: tls.TLSSocket): void {
     if (settled) return;
     cleanup();
+    raw.allowHalfOpen = true; // a Duplex bridge (Deno) would otherwise end its writable side on EOF
+    s.allowHalfOpen = true; // Conn semantics: FIN from the peer leaves our side writable
     s.on("error", ignore); // the Conn built next attaches its own listener; never leave a gap
     resolveP(accept(s));
   }

@@ -18,20 +18,8 @@ import * as http from "node:http";
 import * as net from "node:net";
 import { hostname } from "node:os";
 import { Readable } from "node:stream";
-import * as tls from "node:tls";
-import type {
-  Address,
-  Conn,
-  ListenAt,
-  Listener,
-  Platform,
-  RelayHandle,
-  RelayOpts,
-  TlsClient,
-  TlsServer,
-} from "../src/platform.ts";
-import { relaySocketConns, SocketConn, startClientTls, TLS_HANDSHAKE_TIMEOUT_MS } from "./node-socket.ts";
-import { serverTlsOptions, tlsInfoOf } from "./node-tls.ts";
+import type { Address, Conn, ListenAt, Listener, Platform, RelayHandle, RelayOpts } from "../src/platform.ts";
+import { connectSocket, listenSockets, relaySocketConns, SocketConn } from "./node-socket.ts";
 import { pumpConn, RelayControl } from "./relay-control.ts";
 
 // ---------------------------------------------------------------------------
@@ -49,73 +37,19 @@ const DNS_TIMEOUT_MS = 5_000; // per try; c-ares defaults to 5 s x 4 tries
 const DNS_TRIES = 2;
 
 // ---------------------------------------------------------------------------
-// TCP and TLS: listen, connect
-
-function setUp(sock: net.Socket, at?: ListenAt): void {
-  sock.setNoDelay(true); // line protocols: never hold a short reply back (Nagle)
-  if (at?.keepAlive) sock.setKeepAlive(true);
-}
-
-async function listen(at: ListenAt, onConn: (c: Conn) => void, t?: TlsServer): Promise<Listener> {
-  let server: net.Server;
-  if (t !== undefined) {
-    server = tls.createServer({ ...serverTlsOptions(t), allowHalfOpen: true, handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS });
-    server.on("secureConnection", (sock: tls.TLSSocket) => {
-      setUp(sock, at);
-      onConn(new SocketConn(sock, undefined, tlsInfoOf(sock)));
-    });
-    server.on("tlsClientError", () => {}); // node:tls already destroyed the socket; the listener goes on
-  } else {
-    server = net.createServer({ allowHalfOpen: true }, (sock) => {
-      setUp(sock, at);
-      onConn(new SocketConn(sock));
-    });
-  }
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(
-      { host: at.host, port: at.port, backlog: at.backlog, ipv6Only: at.ipv6Only, reusePort: at.reusePort },
-      () => {
-        server.off("error", reject);
-        resolve();
-      },
-    );
-  });
-  server.on("error", () => {}); // accept errors (EMFILE) must not kill the process; node retries
-  const addr = server.address() as net.AddressInfo;
-  return {
-    address: { host: addr.address, port: addr.port },
-    close: () => {
-      server.close(); // stops accepting; live connections keep going
-      return Promise.resolve();
-    },
-  };
-}
-
-async function connect(to: Address, timeoutMs: number, t?: TlsClient): Promise<Conn> {
-  const sock = net.connect({ host: to.host, port: to.port, allowHalfOpen: true });
-  sock.on("error", () => {}); // reported through the promise below, then by the Conn
-  const timer = setTimeout(() => sock.destroy(new Error(`Cannot connect to ${to.host}:${to.port}: timed out after ${timeoutMs} ms`)), timeoutMs);
-  try {
-    await new Promise<void>((resolve, reject) => {
-      sock.once("connect", resolve);
-      sock.once("error", reject);
-    });
-    setUp(sock);
-    if (t === undefined) return new SocketConn(sock);
-    const at = { remote: { host: to.host, port: to.port }, local: { host: sock.localAddress ?? "", port: sock.localPort ?? 0 } };
-    const secure = await startClientTls(sock, t, to.host);
-    return new SocketConn(secure, at, tlsInfoOf(secure));
-  } catch (err) {
-    sock.destroy();
-    throw err;
-  } finally {
-    clearTimeout(timer);
-  }
-}
+// TCP and TLS: the Conn
+//
+// SocketConn in node-socket.ts: a Conn over a node:net / node:tls socket, STARTTLS with
+// new tls.TLSSocket(socket, {isServer}) / tls.connect({socket}).
 
 // ---------------------------------------------------------------------------
-// Relay
+// TCP and TLS: listen, connect
+
+const listen = listenSockets; // net.createServer / tls.createServer, allowHalfOpen (node-socket.ts)
+const connect = connectSocket; // net.connect, then tls.connect({socket}) for implicit TLS
+
+// ---------------------------------------------------------------------------
+// Relay: 'data' → write, pause on a full write buffer, resume on 'drain' (node-socket.ts)
 
 function relay(client: Conn, upstream: Conn, opts: RelayOpts): RelayHandle {
   if (client instanceof SocketConn && upstream instanceof SocketConn) return relaySocketConns(client, upstream, opts);
@@ -183,7 +117,7 @@ async function answer(
   const request = new Request(url, {
     method: req.method,
     headers,
-    body: hasBody ? (Readable.toWeb(req) as ReadableStream<Uint8Array>) : undefined,
+    body: hasBody ? (Readable.toWeb(req) as unknown as ReadableStream<Uint8Array>) : undefined,
     signal: aborter.signal,
     duplex: "half",
   } as RequestInit);

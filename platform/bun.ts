@@ -1,0 +1,690 @@
+/// <reference types="bun-types" />
+// Platform adapter for Bun (1.x): Bun.listen / Bun.connect push callbacks turned into
+// the pull-style Conn (bounded read queue with pause/resume, write queue resumed on
+// drain), socket.upgradeTLS for STARTTLS on both sides, a callback-driven relay,
+// Bun.serve for HTTP, node:dns Resolver for DNS.
+//
+// Docs relied on:
+//   https://bun.com/docs/runtime/networking/tcp        (Bun.listen, Bun.connect, handlers, allowHalfOpen)
+//   https://bun.com/reference/bun/Socket               (write returns bytes taken, shutdown, upgradeTLS, pause/resume)
+//   https://bun.com/docs/runtime/http/server           (Bun.serve, server.stop)
+//   https://nodejs.org/api/dns.html#class-dnspromisesresolver (node:dns in Bun)
+//   https://bun.com/docs/runtime/nodejs-compat         (node:crypto scrypt, node:tls checkServerIdentity)
+
+import { constants as cryptoConstants, scrypt as nodeScrypt } from "node:crypto";
+import { Resolver } from "node:dns/promises";
+import { appendFileSync } from "node:fs";
+import { isIP } from "node:net";
+import { hostname } from "node:os";
+import { checkServerIdentity, type PeerCertificate } from "node:tls";
+import type {
+  Address,
+  Conn,
+  ListenAt,
+  Listener,
+  Platform,
+  RelayHandle,
+  RelayOpts,
+  TlsClient,
+  TlsInfo,
+  TlsServer,
+} from "../src/platform.ts";
+import { tlsInfoOf, type TlsPeer } from "./node-tls.ts";
+import { type Direction, pumpConn, RelayControl } from "./relay-control.ts";
+
+type Socket<T> = Bun.Socket<T>;
+type SocketHandler<T> = Bun.SocketHandler<T>;
+type TLSOptions = Bun.TLSOptions;
+
+// ---------------------------------------------------------------------------
+// Runtime check
+
+if (typeof (globalThis as { Bun?: unknown }).Bun === "undefined") {
+  throw new Error("Cannot load platform/bun.ts: this is not Bun (use the adapter for this runtime)");
+}
+
+// ---------------------------------------------------------------------------
+// Constants
+
+const READ_HIGH_WATER = 64 * 1024; // unread bytes queued before the socket is paused
+const TLS_HANDSHAKE_TIMEOUT_MS = 60_000; // nginx mail `timeout` default
+const DNS_TIMEOUT_MS = 5_000;
+const DNS_TRIES = 2;
+
+// ---------------------------------------------------------------------------
+// TCP and TLS: the Conn
+
+const TLS_VERSIONS = ["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"];
+const NO_VERSION_FLAGS = [
+  cryptoConstants.SSL_OP_NO_TLSv1,
+  cryptoConstants.SSL_OP_NO_TLSv1_1,
+  cryptoConstants.SSL_OP_NO_TLSv1_2,
+  cryptoConstants.SSL_OP_NO_TLSv1_3,
+];
+
+/** Bun's TLSOptions has no minVersion/maxVersion: the SSL_OP_NO_* flags say the same. */
+function versionFlags(min?: string, max?: string): number | undefined {
+  const lo = min === undefined ? 0 : TLS_VERSIONS.indexOf(min);
+  const hi = max === undefined ? TLS_VERSIONS.length - 1 : TLS_VERSIONS.indexOf(max);
+  if (lo < 0 || hi < 0) throw new Error(`Cannot use TLS protocol bounds "${min}".."${max}": unknown version`);
+  let flags = 0;
+  for (let i = 0; i < TLS_VERSIONS.length; i++) if (i < lo || i > hi) flags |= NO_VERSION_FLAGS[i] ?? 0;
+  return flags === 0 ? undefined : flags;
+}
+
+function serverTls(t: TlsServer): TLSOptions {
+  if (t.certs.length === 0) throw new Error("Cannot start TLS server: no certificate configured");
+  return {
+    cert: t.certs.map((c) => c.cert),
+    key: t.certs.map((c) => c.key),
+    passphrase: t.certs.find((c) => c.passphrase !== undefined)?.passphrase,
+    ca: t.ca,
+    requestCert: t.requestCert ?? false,
+    rejectUnauthorized: t.requestCert ? (t.rejectUnauthorized ?? true) : false,
+    ciphers: t.ciphers,
+    secureOptions: versionFlags(t.minVersion, t.maxVersion),
+  };
+}
+
+function clientTls(t: TlsClient, host: string): TLSOptions {
+  const name = t.serverName ?? host;
+  return {
+    ca: t.ca,
+    serverName: isIP(name) === 0 ? name : undefined, // SNI carries host names only
+    rejectUnauthorized: false, // decided in the handshake handler: chain and name
+    cert: t.cert,
+    key: t.key,
+  };
+}
+
+/** What the handshake handler decides: drop the session, or hand it on with this TlsInfo. */
+type TlsPolicy =
+  | { side: "server"; mustVerify: boolean }
+  | { side: "client"; verify: boolean; name: string };
+
+/**
+ * `ok` only says whether Bun accepted the session under its own rejectUnauthorized (off
+ * for clients here), so the chain is judged from `authorized` / the error, the name with
+ * node:tls checkServerIdentity.
+ */
+function judgeHandshake(s: Socket<BunConn>, policy: TlsPolicy, ok: boolean, err: Error | null): Error | undefined {
+  const chainOk = ok && err === null && s.authorized;
+  if (policy.side === "server") {
+    return policy.mustVerify && !chainOk ? (err ?? new Error("Client certificate rejected")) : undefined;
+  }
+  if (!policy.verify) return undefined;
+  if (!chainOk) return err ?? new Error("Server certificate rejected");
+  return checkServerIdentity(policy.name, s.getPeerCertificate() as PeerCertificate) ?? undefined;
+}
+
+type Pending = { bytes: Uint8Array; resolve: () => void; reject: (e: Error) => void };
+
+/** Where a relay wants the socket's events once it owns the connection. */
+interface Sink {
+  data(chunk: Uint8Array): void;
+  drain(): void;
+  end(): void;
+  close(err?: Error): void;
+}
+
+class BunConn implements Conn {
+  remote: Address = { host: "", port: 0 };
+  local: Address = { host: "", port: 0 };
+  tlsInfo?: TlsInfo;
+  sock!: Socket<BunConn>;
+  sink: Sink | undefined;
+  #queue: Uint8Array[] = [];
+  #queued = 0;
+  #paused = false;
+  #ended = false; // FIN received, or the socket is gone
+  #closed = false;
+  #upgraded = false; // the raw socket under a STARTTLS session: its events are ciphertext
+  #reader: ((chunk: Uint8Array | null) => void) | undefined;
+  #writes: Pending[] = [];
+  #finWanted: (() => void)[] | undefined;
+  #finSent = false;
+  #error: Error | undefined;
+  #handshake: { policy: TlsPolicy; resolve: () => void; reject: (e: Error) => void } | undefined;
+
+  bind(s: Socket<BunConn>, at?: ListenAt): void {
+    this.sock = s;
+    this.remote = { host: s.remoteAddress, port: s.remotePort };
+    this.local = { host: s.localAddress, port: s.localPort };
+    s.setNoDelay(true); // line protocols: never hold a short reply back (Nagle)
+    if (at?.keepAlive) s.setKeepAlive(true);
+  }
+
+  /** Resolves once the TLS handshake is done and accepted by `policy`; rejects and drops the socket otherwise. */
+  awaitHandshake(policy: TlsPolicy): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => this.onHandshakeFailed(new Error("Cannot start TLS: no handshake in time")), TLS_HANDSHAKE_TIMEOUT_MS);
+      this.#handshake = {
+        policy,
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      };
+    });
+  }
+
+  onHandshake(ok: boolean, err: Error | null): void {
+    const h = this.#handshake;
+    if (h === undefined) return;
+    this.#handshake = undefined;
+    const refused = judgeHandshake(this.sock, h.policy, ok, err);
+    if (refused !== undefined) {
+      this.#closed = true;
+      this.sock.terminate();
+      h.reject(refused);
+      return;
+    }
+    this.tlsInfo = tlsInfoOf(this.sock as unknown as TlsPeer);
+    h.resolve();
+  }
+
+  onHandshakeFailed(err: Error): void {
+    const h = this.#handshake;
+    this.#handshake = undefined;
+    if (!this.#closed && this.sock !== undefined) {
+      this.#closed = true;
+      this.sock.terminate();
+    }
+    h?.reject(err);
+  }
+
+  onData(buf: Uint8Array): void {
+    if (this.#upgraded) return; // ciphertext under the TLS socket
+    const chunk = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength); // plain view, not a Buffer
+    if (this.sink !== undefined) return this.sink.data(chunk);
+    const reader = this.#reader;
+    if (reader !== undefined) {
+      this.#reader = undefined;
+      reader(chunk);
+      return;
+    }
+    this.#queue.push(chunk);
+    this.#queued += chunk.byteLength;
+    if (this.#queued > READ_HIGH_WATER && !this.#paused) {
+      this.#paused = true;
+      this.sock.pause();
+    }
+  }
+
+  onDrain(): void {
+    if (this.#upgraded) return;
+    if (this.sink !== undefined) return this.sink.drain();
+    this.#flush();
+  }
+
+  onEnd(): void {
+    if (this.#upgraded) return;
+    this.#ended = true;
+    if (this.sink !== undefined) return this.sink.end();
+    this.#wakeReader();
+  }
+
+  onError(err: Error): void {
+    this.#error ??= err;
+  }
+
+  onClose(err?: Error): void {
+    if (this.#upgraded) return;
+    if (err !== undefined) this.#error ??= err;
+    this.#ended = true;
+    this.#closed = true;
+    this.onHandshakeFailed(err ?? new Error("Cannot start TLS: connection closed during handshake"));
+    this.#wakeReader();
+    this.#failWrites();
+    this.sink?.close(err);
+  }
+
+  #wakeReader(): void {
+    const reader = this.#reader;
+    this.#reader = undefined;
+    reader?.(null);
+  }
+
+  #failWrites(): void {
+    const err = this.#error ?? new Error("Cannot write: connection closed");
+    for (const w of this.#writes.splice(0)) w.reject(err);
+    for (const done of this.#finWanted?.splice(0) ?? []) done();
+  }
+
+  read(): Promise<Uint8Array | null> {
+    const chunk = this.#queue.shift();
+    if (chunk !== undefined) {
+      this.#queued -= chunk.byteLength;
+      if (this.#paused && this.#queued <= READ_HIGH_WATER) {
+        this.#paused = false;
+        this.sock.resume();
+      }
+      return Promise.resolve(chunk);
+    }
+    if (this.#ended || this.#upgraded || this.sink !== undefined) return Promise.resolve(null);
+    if (this.#reader !== undefined) return Promise.reject(new Error("Cannot read: another read is pending"));
+    return new Promise((resolve) => (this.#reader = resolve));
+  }
+
+  write(data: Uint8Array): Promise<void> {
+    if (this.#closed || this.#upgraded || this.sink !== undefined) {
+      return Promise.reject(this.#error ?? new Error("Cannot write: connection closed"));
+    }
+    if (this.#finSent || this.#finWanted !== undefined) return Promise.reject(new Error("Cannot write: write side already closed"));
+    let rest = data;
+    if (this.#writes.length === 0) {
+      const n = this.sock.write(rest);
+      if (n < 0) return Promise.reject(this.#error ?? new Error("Cannot write: connection closed"));
+      if (n === rest.byteLength) return Promise.resolve();
+      rest = rest.subarray(n); // the socket took part: the rest waits for drain
+    }
+    return new Promise((resolve, reject) => this.#writes.push({ bytes: rest, resolve, reject }));
+  }
+
+  #flush(): void {
+    while (this.#writes.length > 0) {
+      const head = this.#writes[0];
+      const n = this.sock.write(head.bytes);
+      if (n < 0) return this.#failWrites();
+      if (n < head.bytes.byteLength) {
+        head.bytes = head.bytes.subarray(n);
+        return;
+      }
+      this.#writes.shift();
+      head.resolve();
+    }
+    if (this.#finWanted !== undefined) this.#sendFin();
+  }
+
+  /** Resolves when every queued write has been taken by the socket. */
+  flushed(): Promise<void> {
+    if (this.#writes.length === 0) return Promise.resolve();
+    const last = this.#writes[this.#writes.length - 1];
+    return new Promise((resolve) => {
+      const { resolve: was, reject } = last;
+      last.resolve = () => {
+        was();
+        resolve();
+      };
+      last.reject = (e) => {
+        reject(e);
+        resolve();
+      };
+    });
+  }
+
+  #sendFin(): void {
+    const waiters = this.#finWanted ?? [];
+    this.#finWanted = undefined;
+    if (!this.#finSent && !this.#closed) {
+      this.#finSent = true;
+      this.sock.shutdown(); // FIN (TLS: close_notify); the socket still reads
+    }
+    for (const done of waiters) done();
+  }
+
+  closeWrite(): Promise<void> {
+    if (this.#closed || this.#finSent || this.#upgraded) return Promise.resolve();
+    return new Promise((resolve) => {
+      (this.#finWanted ??= []).push(resolve);
+      if (this.#writes.length === 0) this.#sendFin();
+    });
+  }
+
+  /** FIN from the relay, which writes to the socket itself. */
+  shutdownWrite(): void {
+    if (this.#finSent || this.#closed) return;
+    this.#finSent = true;
+    this.sock.shutdown();
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#ended = true;
+    if (!this.#upgraded) this.sock?.close(); // flushes what the kernel holds, then closes both ways
+    this.#wakeReader();
+    this.#failWrites();
+  }
+
+  /** The relay takes the events over; returns what was read but not consumed. */
+  attach(sink: Sink): { pending: Uint8Array[]; ended: boolean; closed: boolean } {
+    this.sink = sink;
+    const pending = this.#queue.splice(0);
+    this.#queued = 0;
+    this.#wakeReader();
+    if (this.#paused) {
+      this.#paused = false;
+      this.sock.resume();
+    }
+    return { pending, ended: this.#ended, closed: this.#closed };
+  }
+
+  async startTls(t: TlsServer | TlsClient): Promise<Conn> {
+    if (this.#closed || this.#upgraded) throw new Error("Cannot start TLS: connection closed");
+    await this.flushed();
+    const next = new BunConn();
+    next.remote = this.remote;
+    next.local = this.local;
+    // Bytes read but not consumed are plaintext sent after the command: dropped (CVE-2011-0411 class).
+    this.#queue = [];
+    this.#queued = 0;
+    this.#upgraded = true;
+    this.#wakeReader();
+    if (this.#paused) {
+      this.#paused = false;
+      this.sock.resume();
+    }
+    const policy: TlsPolicy = t.side === "server"
+      ? { side: "server", mustVerify: (t.requestCert ?? false) && (t.rejectUnauthorized ?? true) }
+      : { side: "client", verify: t.verify, name: t.serverName ?? this.remote.host };
+    const handshake = next.awaitHandshake(policy);
+    this.sock.upgradeTLS<BunConn>({
+      data: next,
+      tls: t.side === "server" ? serverTls(t) : clientTls(t, this.remote.host),
+      socket: TLS_HANDLERS,
+    });
+    await handshake;
+    return next;
+  }
+}
+
+const HANDLERS: SocketHandler<BunConn> = {
+  data: (s, d) => s.data.onData(d),
+  drain: (s) => s.data.onDrain(),
+  end: (s) => s.data.onEnd(),
+  error: (s, e) => s.data?.onError(e),
+  close: (s, e) => s.data?.onClose(e),
+};
+
+/** For sockets that start as (or become) TLS: `open` binds, `handshake` decides. */
+const TLS_HANDLERS: SocketHandler<BunConn> = {
+  ...HANDLERS,
+  open: (s) => s.data.bind(s),
+  handshake: (s, ok, err) => s.data.onHandshake(ok, err),
+};
+
+// ---------------------------------------------------------------------------
+// TCP and TLS: listen, connect
+
+function listen(at: ListenAt, onConn: (c: Conn) => void, t?: TlsServer): Promise<Listener> {
+  const mustVerify = t !== undefined && (t.requestCert ?? false) && (t.rejectUnauthorized ?? true);
+  const socket: SocketHandler<BunConn> = t === undefined
+    ? {
+      ...HANDLERS,
+      open: (s) => {
+        const c = new BunConn();
+        s.data = c;
+        c.bind(s, at);
+        onConn(c);
+      },
+    }
+    : {
+      ...HANDLERS,
+      open: (s) => {
+        const c = new BunConn();
+        s.data = c;
+        c.bind(s, at);
+        c.awaitHandshake({ side: "server", mustVerify }).then(() => onConn(c), () => {}); // a failed handshake only drops that socket
+      },
+      handshake: (s, ok, err) => s.data.onHandshake(ok, err),
+    };
+  const server = Bun.listen<BunConn>({
+    hostname: at.host,
+    port: at.port,
+    allowHalfOpen: true,
+    tls: t === undefined ? undefined : serverTls(t),
+    socket,
+    ...(at.reusePort ? { reusePort: true } : {}), // not in bun-types, honoured by Bun (RUNTIMES.md)
+    ...(at.ipv6Only ? { ipv6Only: true } : {}),
+  } as Bun.TCPSocketListenOptions<BunConn>);
+  return Promise.resolve({
+    address: { host: server.hostname, port: server.port },
+    close: () => {
+      server.stop(false); // stops accepting; live connections keep going
+      return Promise.resolve();
+    },
+  });
+}
+
+async function connect(to: Address, timeoutMs: number, t?: TlsClient): Promise<Conn> {
+  const c = new BunConn();
+  let timedOut = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const handshake = t === undefined ? undefined : c.awaitHandshake({ side: "client", verify: t.verify, name: t.serverName ?? to.host });
+  const connecting = (async () => {
+    const s = await Bun.connect<BunConn>({
+      hostname: to.host,
+      port: to.port,
+      allowHalfOpen: true,
+      data: c,
+      tls: t === undefined ? undefined : clientTls(t, to.host),
+      socket: { ...TLS_HANDLERS, connectError: () => {} }, // the rejection is handled here
+    });
+    if (timedOut) s.close(); // too late: the caller has been told
+    await handshake;
+    return c;
+  })();
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      timedOut = true;
+      reject(new Error(`Cannot connect to "${to.host}:${to.port}": timed out after ${timeoutMs} ms`));
+    }, timeoutMs); // covers the TCP connect and the TLS handshake
+  });
+  try {
+    return await Promise.race([connecting, timeout]);
+  } catch (err) {
+    connecting.catch(() => {});
+    c.onHandshakeFailed(err as Error);
+    c.close();
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Relay: native callbacks, bytes the destination did not take are queued and the
+// source paused until 'drain'
+
+class Pipe {
+  #queue: Uint8Array[] = [];
+  #srcEnded = false;
+  #done = false;
+
+  constructor(
+    readonly src: BunConn,
+    readonly dst: BunConn,
+    readonly dir: Direction,
+    readonly ctl: RelayControl,
+  ) {}
+
+  data(chunk: Uint8Array): void {
+    if (this.#done || this.ctl.ended) return;
+    this.ctl.touch();
+    let rest = chunk;
+    if (this.#queue.length === 0) {
+      const n = this.dst.sock.write(rest);
+      if (n < 0) return this.ctl.fail(new Error("Cannot relay: write to a closed connection"));
+      this.ctl.moved(this.dir, n);
+      if (n === rest.byteLength) return;
+      rest = rest.subarray(n);
+    }
+    this.#queue.push(rest);
+    this.src.sock.pause();
+  }
+
+  /** The destination can take more. */
+  drain(): void {
+    if (this.#done || this.ctl.ended) return;
+    this.ctl.touch();
+    while (this.#queue.length > 0) {
+      const head = this.#queue[0];
+      const n = this.dst.sock.write(head);
+      if (n < 0) return this.ctl.fail(new Error("Cannot relay: write to a closed connection"));
+      this.ctl.moved(this.dir, n);
+      if (n < head.byteLength) {
+        this.#queue[0] = head.subarray(n);
+        return;
+      }
+      this.#queue.shift();
+    }
+    if (this.#srcEnded) this.#finish();
+    else this.src.sock.resume();
+  }
+
+  /** The source sent FIN (or is gone): FIN the destination once the queue is empty. */
+  end(): void {
+    this.#srcEnded = true;
+    if (this.#queue.length === 0) this.#finish();
+  }
+
+  /** The destination is gone: nothing more can be delivered this way. */
+  abandon(): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.#queue = [];
+    this.ctl.finished(this.dir);
+  }
+
+  #finish(): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.dst.shutdownWrite();
+    this.ctl.finished(this.dir);
+  }
+}
+
+function relay(client: Conn, upstream: Conn, opts: RelayOpts): RelayHandle {
+  const ctl = new RelayControl(opts, () => {
+    client.close();
+    upstream.close();
+  });
+  if (client instanceof BunConn && upstream instanceof BunConn) {
+    void relayNative(client, upstream, ctl);
+  } else {
+    void pumpConn(client, upstream, "client-to-upstream", ctl);
+    void pumpConn(upstream, client, "upstream-to-client", ctl);
+  }
+  return ctl;
+}
+
+async function relayNative(a: BunConn, b: BunConn, ctl: RelayControl): Promise<void> {
+  await Promise.all([a.flushed(), b.flushed()]); // writes queued before the relay go first
+  if (ctl.ended) return;
+  const ab = new Pipe(a, b, "client-to-upstream", ctl);
+  const ba = new Pipe(b, a, "upstream-to-client", ctl);
+  const sinkFor = (from: Pipe, to: Pipe): Sink => ({
+    data: (chunk) => from.data(chunk),
+    drain: () => to.drain(),
+    end: () => from.end(),
+    close: (err) => {
+      if (ctl.ended) return;
+      if (err !== undefined) return ctl.fail(err);
+      from.end(); // Bun reports a FIN after our own shutdown as close, without end
+      to.abandon();
+    },
+  });
+  const sa = a.attach(sinkFor(ab, ba));
+  const sb = b.attach(sinkFor(ba, ab));
+  for (const [state, from, to] of [[sa, ab, ba], [sb, ba, ab]] as const) {
+    for (const chunk of state.pending) from.data(chunk);
+    if (state.ended) from.end();
+    if (state.closed) to.abandon();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// HTTP
+
+function serveHttp(at: ListenAt, fetch: (r: Request) => Promise<Response> | Response): Promise<Listener> {
+  const server = Bun.serve({ hostname: at.host, port: at.port, fetch: (req) => fetch(req) });
+  return Promise.resolve({
+    address: { host: server.hostname ?? at.host, port: server.port ?? at.port },
+    close: () => server.stop(),
+  });
+}
+
+// ---------------------------------------------------------------------------
+// DNS: node:dns Resolver pointed at the configured servers
+
+function resolverFor(servers: readonly Address[]): Resolver {
+  const r = new Resolver({ timeout: DNS_TIMEOUT_MS, tries: DNS_TRIES });
+  if (servers.length > 0) r.setServers(servers.map((s) => (s.host.includes(":") ? `[${s.host}]:${s.port}` : `${s.host}:${s.port}`)));
+  return r;
+}
+
+/** NXDOMAIN and "no such record" are answers (empty), anything else is a resolver failure. */
+function isNoAnswer(err: unknown): boolean {
+  const code = (err as { code?: string }).code;
+  return code === "ENOTFOUND" || code === "ENODATA";
+}
+
+async function reverseDns(ip: string, servers: readonly Address[]): Promise<string[]> {
+  try {
+    return await resolverFor(servers).reverse(ip);
+  } catch (err) {
+    if (isNoAnswer(err)) return [];
+    throw err;
+  }
+}
+
+async function resolveDns(name: string, servers: readonly Address[]): Promise<string[]> {
+  const r = resolverFor(servers);
+  const results = await Promise.allSettled([r.resolve4(name), r.resolve6(name)]);
+  const found = results.flatMap((x) => (x.status === "fulfilled" ? x.value : []));
+  const failure = results.find((x) => x.status === "rejected" && !isNoAnswer(x.reason)) as PromiseRejectedResult | undefined;
+  if (found.length === 0 && failure !== undefined) throw failure.reason;
+  return found;
+}
+
+// ---------------------------------------------------------------------------
+// Crypto, files, logs, signals, process
+
+function scrypt(password: Uint8Array, salt: Uint8Array, keyLen: number, cost: { N: number; r: number; p: number }): Promise<Uint8Array> {
+  const maxmem = 128 * cost.r * (cost.N + cost.p + 2) + 1024 * 1024; // OpenSSL's own estimate plus slack
+  return new Promise((resolve, reject) =>
+    nodeScrypt(password, salt, keyLen, { ...cost, maxmem }, (err, key) => (err ? reject(err) : resolve(new Uint8Array(key))))
+  );
+}
+
+function randomBytes(n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i += 65536) crypto.getRandomValues(out.subarray(i, Math.min(n, i + 65536))); // 64 KiB per call at most
+  return out;
+}
+
+function writeLog(dest: string, line: string): void {
+  if (dest === "stderr") process.stderr.write(line + "\n");
+  else appendFileSync(dest, line + "\n");
+}
+
+function onSignal(name: "HUP" | "QUIT" | "TERM" | "INT", fn: () => void): void {
+  process.on(`SIG${name}`, fn);
+}
+
+// ---------------------------------------------------------------------------
+// Platform
+
+export const bunPlatform: Platform = {
+  runtime: "bun",
+  listen,
+  connect,
+  relay,
+  serveHttp,
+  fetch: (url, init) => globalThis.fetch(url, init),
+  readTextFile: (path) => Bun.file(path).text(),
+  onSignal,
+  reverseDns,
+  resolveDns,
+  scrypt,
+  randomBytes,
+  hostname: () => hostname(),
+  pid: () => process.pid,
+  writeLog,
+  exit: (code) => process.exit(code),
+};

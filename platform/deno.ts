@@ -1,0 +1,673 @@
+// Platform adapter for Deno (2.x): Deno.listen / Deno.connect with read/write loops,
+// Deno.listenTls / Deno.startTls for TLS, Deno.serve for HTTP, Deno.resolveDns.
+//
+// Where Deno has no native API the adapter uses node:tls (which Deno implements):
+//   - server-side STARTTLS: Deno.startTls is client-only, so node:tls runs over a small
+//     Duplex bridge around the native Deno.Conn (listeners stay native Deno.listen);
+//   - implicit-TLS listeners that ask for client certificates or set more than one
+//     cert/key pair, a passphrase, ciphers, curves or protocol bounds (Deno.listenTls
+//     takes one cert/key and nothing else): Deno.listen plus the same bridge;
+//   - client TLS with verification off or with a client certificate.
+// Those sessions are SocketConns (node-socket.ts) over the bridge (connDuplex); the relay
+// copes with both kinds. Deno's node:tls mishandles FIN in both directions now and then;
+// connDuplex documents the workarounds.
+//
+// Docs relied on:
+//   https://docs.deno.com/api/deno/~/Deno.listen         https://docs.deno.com/api/deno/~/Deno.connect
+//   https://docs.deno.com/api/deno/~/Deno.Conn           (read/write may be partial, closeWrite)
+//   https://docs.deno.com/api/deno/~/Deno.listenTls      https://docs.deno.com/api/deno/~/Deno.startTls
+//   https://docs.deno.com/api/deno/~/Deno.serve          https://docs.deno.com/api/deno/~/Deno.resolveDns
+//   https://docs.deno.com/api/deno/~/Deno.addSignalListener
+//   https://docs.deno.com/api/node/tls/                  (node:tls in Deno)
+
+import { scrypt as nodeScrypt } from "node:crypto";
+import * as dgram from "node:dgram";
+import { Duplex } from "node:stream";
+import type {
+  Address,
+  Conn,
+  ListenAt,
+  Listener,
+  Platform,
+  RelayHandle,
+  RelayOpts,
+  TlsClient,
+  TlsInfo,
+  TlsServer,
+} from "../src/platform.ts";
+import {
+  type Bridge,
+  SocketConn,
+  startClientTls,
+  startServerTls,
+  TLS_HANDSHAKE_TIMEOUT_MS,
+} from "./node-socket.ts";
+import { tlsInfoOf } from "./node-tls.ts";
+import { type Direction, pumpConn, RelayControl } from "./relay-control.ts";
+
+// ---------------------------------------------------------------------------
+// Runtime check
+
+if (typeof (globalThis as { Deno?: unknown }).Deno === "undefined" || typeof (globalThis as { Bun?: unknown }).Bun !== "undefined") {
+  throw new Error("Cannot load platform/deno.ts: this is not Deno (use the adapter for this runtime)");
+}
+
+// ---------------------------------------------------------------------------
+// Constants
+
+const READ_CHUNK = 64 * 1024; // read() buffer before login; the relay uses opts.bufferSize
+const ACCEPT_RETRY_MS = 100; // after an accept error such as EMFILE, instead of spinning
+const DNS_TIMEOUT_MS = 5_000;
+const DNS_TRIES = 2;
+
+// ---------------------------------------------------------------------------
+// TCP and TLS: the Conn
+
+type NativeConn = Deno.TcpConn | Deno.TlsConn;
+
+async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  for (let rest = data; rest.byteLength > 0;) {
+    const n = await conn.write(rest); // may be partial
+    rest = rest.subarray(n);
+  }
+}
+
+class DenoConn implements Conn {
+  readonly remote: Address;
+  readonly local: Address;
+  readonly tlsInfo?: TlsInfo;
+  readonly raw: NativeConn;
+  readonly #isTls: boolean;
+  #buf: Uint8Array | undefined;
+  #reading = false;
+  #ended = false;
+  #closed = false;
+  #taken = false;
+  #writing: Promise<void> = Promise.resolve();
+
+  constructor(raw: NativeConn, isTls: boolean, tlsInfo?: TlsInfo) {
+    this.raw = raw;
+    this.#isTls = isTls;
+    this.tlsInfo = tlsInfo;
+    const r = raw.remoteAddr;
+    const l = raw.localAddr;
+    this.remote = { host: r.hostname, port: r.port };
+    this.local = { host: l.hostname, port: l.port };
+  }
+
+  async read(): Promise<Uint8Array | null> {
+    if (this.#ended || this.#closed || this.#taken) return null;
+    if (this.#reading) throw new Error("Cannot read: another read is pending");
+    this.#reading = true;
+    const buf = (this.#buf ??= new Uint8Array(READ_CHUNK));
+    try {
+      const n = await this.raw.read(buf);
+      if (n === null) {
+        this.#ended = true;
+        return null;
+      }
+      return buf.slice(0, n); // a copy: the caller may keep it
+    } catch {
+      this.#ended = true; // reset, or closed under us: the connection is gone
+      return null;
+    } finally {
+      this.#reading = false;
+    }
+  }
+
+  write(data: Uint8Array): Promise<void> {
+    if (this.#closed || this.#taken) return Promise.reject(new Error("Cannot write: connection closed"));
+    const p = this.#writing.then(() => writeAll(this.raw, data));
+    this.#writing = p.catch(() => {});
+    return p;
+  }
+
+  async closeWrite(): Promise<void> {
+    await this.#writing;
+    if (this.#closed) return;
+    try {
+      await this.raw.closeWrite();
+    } catch {
+      // already shut or gone: nothing left to send
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.raw.close();
+    } catch {
+      // already closed by the runtime
+    }
+  }
+
+  /** Waits for queued writes, then hands the native conn over (relay); this Conn is done after. */
+  async take(): Promise<NativeConn> {
+    await this.#writing;
+    this.#taken = true;
+    return this.raw;
+  }
+
+  async startTls(t: TlsServer | TlsClient): Promise<Conn> {
+    if (this.#reading) throw new Error("Cannot start TLS: a read is pending");
+    if (this.#isTls) throw new Error("Cannot start TLS: the connection already uses TLS");
+    const raw = await this.take();
+    const at = { remote: this.remote, local: this.local };
+    if (t.side === "client" && t.verify && t.cert === undefined) {
+      // Native: Deno.startTls verifies the chain (t.ca is added to the default roots) and the name.
+      const hostname = t.serverName ?? this.remote.host;
+      const conn = await Deno.startTls(raw as Deno.TcpConn, { hostname, caCerts: t.ca !== undefined ? [t.ca] : undefined });
+      try {
+        await withTimeout(conn.handshake(), TLS_HANDSHAKE_TIMEOUT_MS, "Cannot start TLS: no handshake in time");
+      } catch (err) {
+        conn.close();
+        throw err;
+      }
+      return new DenoConn(conn, true, { verified: true }); // Deno exposes no peer certificate
+    }
+    const { duplex, bridge } = connDuplex(raw);
+    const secure = t.side === "server" ? await startServerTls(duplex, t) : await startClientTls(duplex, t, this.remote.host);
+    return new SocketConn(secure, at, tlsInfoOf(secure), bridge);
+  }
+}
+
+/**
+ * A node Duplex over a native Deno.Conn so node:tls can run on it, with workarounds for
+ * Deno's node:tls (seen with Deno 2.9.6, more often under load):
+ *   - it can drop the peer's FIN (all data delivered, no 'end'), always when the TLS
+ *     socket is paused, sometimes otherwise: the TLS socket is never paused (the
+ *     SocketConn's backpressure stops reading the network here instead), and the bridge
+ *     tells the SocketConn when the network FIN has been handed over (onTransportEnd);
+ *   - it sometimes finishes end() without ending the stream below, and its encrypted
+ *     output is written by a pump of its own that end() does not wait for. So ending is
+ *     done here: once no write is in flight and a macrotask has passed without a new
+ *     one (the pump issues its next write from the previous write's callback), the FIN
+ *     is sent; SocketConn.closeWrite() asks for it too and waits for it.
+ * Reads are pulled: the conn is read only when the TLS layer asks for more.
+ */
+function connDuplex(conn: Deno.Conn): { duplex: Duplex; bridge: Bridge } {
+  let pumping = false;
+  let gated = false;
+  let inFlight = 0;
+  const idle: (() => void)[] = [];
+  let finishing: Promise<void> | undefined;
+  let transportEnded = false;
+  const onTransportEnd: (() => void)[] = [];
+  const finSent = deferred();
+  const buf = new Uint8Array(READ_CHUNK);
+  const duplex: Duplex = new Duplex({
+    allowHalfOpen: true,
+    read() {
+      if (pumping || gated) return;
+      pumping = true;
+      void pump();
+    },
+    write(chunk: Uint8Array, _encoding, callback) {
+      inFlight++;
+      writeAll(conn, chunk).then(() => settle(callback), (err) => settle(() => callback(err)));
+    },
+    final(callback) {
+      conn.closeWrite().then(() => callback(), () => callback()).finally(finSent.resolve);
+    },
+    destroy(err, callback) {
+      try {
+        conn.close();
+      } catch {
+        // already closed
+      }
+      finSent.resolve();
+      callback(err);
+    },
+  });
+  function settle(callback: () => void): void {
+    inFlight--;
+    callback(); // node:tls may write its next record from here, synchronously
+    if (inFlight === 0) for (const wake of idle.splice(0)) wake();
+  }
+  const realEnd = duplex.end.bind(duplex);
+  function finishWrite(): Promise<void> {
+    finishing ??= (async () => {
+      for (;;) {
+        if (inFlight > 0) await new Promise<void>((r) => idle.push(r));
+        await new Promise((r) => setTimeout(r, 0)); // let node:tls's pump run once more
+        if (inFlight === 0) break;
+      }
+      if (!duplex.destroyed) realEnd();
+      else finSent.resolve();
+      await finSent.promise;
+    })();
+    return finishing;
+  }
+  (duplex as { end: (cb?: () => void) => Duplex }).end = (cb?: () => void): Duplex => {
+    void finishWrite().then(() => cb?.());
+    return duplex;
+  };
+  const realWrite = duplex.write.bind(duplex) as (...args: unknown[]) => boolean;
+  (duplex as { write: typeof realWrite }).write = (...args: unknown[]) => {
+    if (!duplex.writableEnded) return realWrite(...args);
+    const cb = args.findLast((a) => typeof a === "function") as (() => void) | undefined;
+    if (cb !== undefined) queueMicrotask(cb); // a late TLS record after our FIN: nowhere to go
+    return true;
+  };
+  duplex.once("end", () => {
+    transportEnded = true; // every byte before the FIN has been handed to the TLS layer
+    for (const fn of onTransportEnd.splice(0)) fn();
+  });
+  async function pump(): Promise<void> {
+    while (!gated) {
+      let n: number | null;
+      try {
+        n = await conn.read(buf);
+      } catch (err) {
+        pumping = false;
+        duplex.destroy(err as Error);
+        return;
+      }
+      if (n === null) {
+        duplex.push(null); // pumping stays true: nothing more to read
+        return;
+      }
+      if (!duplex.push(buf.slice(0, n))) break;
+    }
+    pumping = false;
+  }
+  const bridge: Bridge = {
+    pause: () => {
+      gated = true;
+    },
+    resume: () => {
+      gated = false;
+      if (!pumping) {
+        pumping = true;
+        void pump();
+      }
+    },
+    finishWrite,
+    onTransportEnd: (fn) => {
+      if (transportEnded) fn();
+      else onTransportEnd.push(fn);
+    },
+  };
+  return { duplex, bridge };
+}
+
+function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(message)), ms))),
+  ]).finally(() => clearTimeout(timer));
+}
+
+// ---------------------------------------------------------------------------
+// TCP and TLS: listen, connect
+
+/** Deno.listenTls takes one cert/key pair and no other option. */
+function nativeTlsCan(t: TlsServer): boolean {
+  return t.certs.length === 1 && t.certs[0].passphrase === undefined && !t.requestCert &&
+    t.ciphers === undefined && t.ecdhCurve === undefined &&
+    (t.minVersion === undefined || t.minVersion === "TLSv1" || t.minVersion === "TLSv1.1" || t.minVersion === "TLSv1.2") &&
+    (t.maxVersion === undefined || t.maxVersion === "TLSv1.3"); // rustls speaks TLS 1.2 and 1.3 only
+}
+
+function setUp(conn: NativeConn, at?: ListenAt): void {
+  if (!("setNoDelay" in conn)) return; // TlsConn: no socket options in Deno
+  conn.setNoDelay(true); // line protocols: never hold a short reply back (Nagle)
+  if (at?.keepAlive) conn.setKeepAlive(true);
+}
+
+async function listen(at: ListenAt, onConn: (c: Conn) => void, t?: TlsServer): Promise<Listener> {
+  const native = t !== undefined && nativeTlsCan(t) ? t : undefined;
+  const options = { hostname: at.host, port: at.port, tcpBacklog: at.backlog, ...(at.reusePort ? { reusePort: true } : {}) };
+  const listener: Deno.Listener<NativeConn> = native === undefined
+    ? Deno.listen({ ...options, transport: "tcp" })
+    : Deno.listenTls({ ...options, transport: "tcp", cert: native.certs[0].cert, key: native.certs[0].key });
+  let closed = false;
+  void (async () => {
+    for (;;) {
+      let conn: NativeConn;
+      try {
+        conn = await listener.accept();
+      } catch (err) {
+        if (closed || err instanceof Deno.errors.BadResource) return;
+        await new Promise((r) => setTimeout(r, ACCEPT_RETRY_MS));
+        continue;
+      }
+      setUp(conn, at);
+      if (t === undefined) onConn(new DenoConn(conn, false));
+      else if (native !== undefined) void handshakeThenDeliver(conn as Deno.TlsConn, onConn);
+      else void upgradeThenDeliver(new DenoConn(conn, false), t, onConn);
+    }
+  })();
+  const addr = listener.addr as Deno.NetAddr;
+  return {
+    address: { host: addr.hostname, port: addr.port },
+    close: () => {
+      closed = true;
+      try {
+        listener.close(); // stops accepting; live connections keep going
+      } catch {
+        // already closed
+      }
+      return Promise.resolve();
+    },
+  };
+}
+
+/** Implicit TLS that Deno.listenTls cannot do: node:tls over the accepted native conn, as for STARTTLS. */
+async function upgradeThenDeliver(plain: DenoConn, t: TlsServer, onConn: (c: Conn) => void): Promise<void> {
+  let secure: Conn;
+  try {
+    secure = await plain.startTls(t); // closes the conn on failure
+  } catch {
+    return;
+  }
+  onConn(secure);
+}
+
+async function handshakeThenDeliver(conn: Deno.TlsConn, onConn: (c: Conn) => void): Promise<void> {
+  try {
+    await withTimeout(conn.handshake(), TLS_HANDSHAKE_TIMEOUT_MS, "TLS handshake timed out");
+  } catch {
+    try {
+      conn.close();
+    } catch {
+      // already closed
+    }
+    return;
+  }
+  onConn(new DenoConn(conn, true, { verified: false })); // Deno.listenTls cannot ask for client certificates
+}
+
+async function connect(to: Address, timeoutMs: number, t?: TlsClient): Promise<Conn> {
+  const aborter = new AbortController();
+  const timer = setTimeout(() => aborter.abort(), timeoutMs); // covers the TCP connect and the TLS handshake
+  let conn: Deno.TcpConn | undefined;
+  try {
+    conn = await Deno.connect({ hostname: to.host, port: to.port, transport: "tcp", signal: aborter.signal });
+    setUp(conn);
+    const plain = new DenoConn(conn, false);
+    if (t === undefined) return plain;
+    const upgrading = plain.startTls(t);
+    const onAbort = (): void => plain.close();
+    aborter.signal.addEventListener("abort", onAbort);
+    try {
+      return await upgrading;
+    } finally {
+      aborter.signal.removeEventListener("abort", onAbort);
+    }
+  } catch (err) {
+    try {
+      conn?.close();
+    } catch {
+      // already closed
+    }
+    if (aborter.signal.aborted) throw new Error(`Cannot connect to "${to.host}:${to.port}": timed out after ${timeoutMs} ms`);
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Relay: read/write loops with one reused buffer per direction
+
+// node:tls sides (SocketConn) go through their read()/write(): pausing a node:tls socket
+// on Deno can lose the peer's FIN (see connDuplex), so the data/drain relay is not used.
+function relay(client: Conn, upstream: Conn, opts: RelayOpts): RelayHandle {
+  const ctl = new RelayControl(opts, () => {
+    client.close();
+    upstream.close();
+  });
+  const pump = (src: Conn, dst: Conn, dir: Direction): Promise<void> =>
+    src instanceof DenoConn && dst instanceof DenoConn
+      ? pumpNative(src, dst, dir, ctl, opts.bufferSize)
+      : pumpConn(src, dst, dir, ctl); // a node:tls side: fresh chunks, the writer may keep them
+  void pump(client, upstream, "client-to-upstream");
+  void pump(upstream, client, "upstream-to-client");
+  return ctl;
+}
+
+async function pumpNative(src: DenoConn, dst: DenoConn, dir: Direction, ctl: RelayControl, bufferSize: number): Promise<void> {
+  const buf = new Uint8Array(bufferSize);
+  try {
+    const from = src.raw;
+    const to = await dst.take();
+    for (;;) {
+      const n = await from.read(buf);
+      if (ctl.ended) return;
+      if (n === null) break;
+      ctl.touch();
+      await writeAll(to, buf.subarray(0, n)); // done before the buffer is read into again
+      ctl.moved(dir, n);
+    }
+    try {
+      await to.closeWrite();
+    } catch {
+      // the peer is already gone: nothing more to deliver
+    }
+    ctl.finished(dir);
+  } catch (err) {
+    if (!ctl.ended) ctl.fail(err);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// HTTP
+
+function serveHttp(at: ListenAt, fetch: (r: Request) => Promise<Response> | Response): Promise<Listener> {
+  const server = Deno.serve({ hostname: at.host, port: at.port, onListen: () => {} }, (req) => fetch(req));
+  const addr = server.addr as Deno.NetAddr;
+  return Promise.resolve({
+    address: { host: addr.hostname, port: addr.port },
+    close: () => server.shutdown(),
+  });
+}
+
+// ---------------------------------------------------------------------------
+// DNS: Deno.resolveDns, except PTR for loopback addresses, which Deno answers itself
+// ("localhost.") without asking the server: those go out as a plain UDP query.
+
+function isNotFound(err: unknown): boolean {
+  return err instanceof Deno.errors.NotFound;
+}
+
+/** Asks each server in turn until one answers; an empty answer is an answer. */
+async function askServers(servers: readonly Address[], ask: (opts?: Deno.ResolveDnsOptions) => Promise<string[]>): Promise<string[]> {
+  if (servers.length === 0) return ask().catch((err) => (isNotFound(err) ? [] : Promise.reject(err)));
+  let last: unknown;
+  for (const s of servers) {
+    for (let attempt = 0; attempt < DNS_TRIES; attempt++) {
+      try {
+        return await ask({ nameServer: { ipAddr: s.host, port: s.port }, signal: AbortSignal.timeout(DNS_TIMEOUT_MS) });
+      } catch (err) {
+        if (isNotFound(err)) return [];
+        last = err;
+      }
+    }
+  }
+  throw last;
+}
+
+function ptrName(ip: string): string {
+  if (ip.includes(".") && !ip.includes(":")) return ip.split(".").reverse().join(".") + ".in-addr.arpa";
+  const [head, tail = ""] = ip.split("::");
+  const groups = (s: string) => (s === "" ? [] : s.split(":"));
+  const h = groups(head);
+  const t = groups(tail);
+  const full = [...h, ...Array(8 - h.length - t.length).fill("0"), ...t].map((g) => g.padStart(4, "0")).join("");
+  return full.split("").reverse().join(".") + ".ip6.arpa";
+}
+
+function isLoopback(ip: string): boolean {
+  return ip.startsWith("127.") || ip === "::1" || ip.startsWith("::ffff:127.");
+}
+
+async function reverseDns(ip: string, servers: readonly Address[]): Promise<string[]> {
+  const v4 = ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip;
+  const name = ptrName(v4);
+  if (isLoopback(v4) && servers.length > 0) return stripDots(await queryPtrUdp(name, servers));
+  return stripDots(await askServers(servers, (o) => Deno.resolveDns(name, "PTR", o)));
+}
+
+async function resolveDns(name: string, servers: readonly Address[]): Promise<string[]> {
+  const results = await Promise.allSettled([
+    askServers(servers, (o) => Deno.resolveDns(name, "A", o)),
+    askServers(servers, (o) => Deno.resolveDns(name, "AAAA", o)),
+  ]);
+  const found = results.flatMap((x) => (x.status === "fulfilled" ? x.value : []));
+  const failure = results.find((x) => x.status === "rejected") as PromiseRejectedResult | undefined;
+  if (found.length === 0 && failure !== undefined) throw failure.reason;
+  return found;
+}
+
+function stripDots(names: string[]): string[] {
+  return names.map((n) => n.replace(/\.$/, ""));
+}
+
+/** One PTR question over UDP (RFC 1035 §4), each server in turn; NXDOMAIN or no PTR is []. */
+async function queryPtrUdp(name: string, servers: readonly Address[]): Promise<string[]> {
+  let last: unknown;
+  for (const s of servers) {
+    for (let attempt = 0; attempt < DNS_TRIES; attempt++) {
+      try {
+        return await askUdp(name, s);
+      } catch (err) {
+        last = err;
+      }
+    }
+  }
+  throw last;
+}
+
+function askUdp(name: string, server: Address): Promise<string[]> {
+  const id = crypto.getRandomValues(new Uint16Array(1))[0];
+  const qname: number[] = [];
+  for (const label of name.split(".")) qname.push(label.length, ...new TextEncoder().encode(label));
+  const query = Uint8Array.from([id >> 8, id & 255, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, ...qname, 0, 0, 12, 0, 1]);
+  const sock = dgram.createSocket(server.host.includes(":") ? "udp6" : "udp4");
+  return new Promise<string[]>((resolve, reject) => {
+    const timer = setTimeout(() => done(new Error(`Cannot resolve "${name}": no answer from ${server.host}:${server.port}`)), DNS_TIMEOUT_MS);
+    function done(err: Error | null, names?: string[]): void {
+      clearTimeout(timer);
+      sock.close();
+      if (err) reject(err);
+      else resolve(names ?? []);
+    }
+    sock.on("error", (err) => done(err));
+    sock.on("message", (msg: Uint8Array) => {
+      if (msg.length < 12 || ((msg[0] << 8) | msg[1]) !== id) return; // not ours
+      const rcode = msg[3] & 0x0f;
+      if (rcode === 3) return done(null, []);
+      if (rcode !== 0) return done(new Error(`Cannot resolve "${name}": DNS error ${rcode}`));
+      try {
+        done(null, parsePtrAnswers(msg));
+      } catch (err) {
+        done(err as Error);
+      }
+    });
+    sock.send(query, server.port, server.host);
+  });
+}
+
+function parsePtrAnswers(msg: Uint8Array): string[] {
+  const qd = (msg[4] << 8) | msg[5];
+  const an = (msg[6] << 8) | msg[7];
+  let at = 12;
+  for (let i = 0; i < qd; i++) at = skipName(msg, at) + 4;
+  const names: string[] = [];
+  for (let i = 0; i < an; i++) {
+    at = skipName(msg, at);
+    const type = (msg[at] << 8) | msg[at + 1];
+    const len = (msg[at + 8] << 8) | msg[at + 9];
+    if (type === 12) names.push(readName(msg, at + 10));
+    at += 10 + len;
+  }
+  return names;
+}
+
+function skipName(msg: Uint8Array, at: number): number {
+  for (;;) {
+    const len = msg[at];
+    if (len === undefined) throw new Error("Cannot parse DNS answer: truncated name");
+    if (len === 0) return at + 1;
+    if ((len & 0xc0) === 0xc0) return at + 2;
+    at += len + 1;
+  }
+}
+
+function readName(msg: Uint8Array, at: number): string {
+  const labels: string[] = [];
+  for (let hops = 0; hops < 64; hops++) {
+    const len = msg[at];
+    if (len === undefined) throw new Error("Cannot parse DNS answer: truncated name");
+    if (len === 0) return labels.join(".");
+    if ((len & 0xc0) === 0xc0) {
+      at = ((len & 0x3f) << 8) | msg[at + 1];
+      continue;
+    }
+    labels.push(new TextDecoder().decode(msg.subarray(at + 1, at + 1 + len)));
+    at += len + 1;
+  }
+  throw new Error("Cannot parse DNS answer: name pointer loop");
+}
+
+// ---------------------------------------------------------------------------
+// Crypto, files, logs, signals, process
+
+function scrypt(password: Uint8Array, salt: Uint8Array, keyLen: number, cost: { N: number; r: number; p: number }): Promise<Uint8Array> {
+  const maxmem = 128 * cost.r * (cost.N + cost.p + 2) + 1024 * 1024; // OpenSSL's own estimate plus slack
+  return new Promise((resolve, reject) =>
+    nodeScrypt(password, salt, keyLen, { ...cost, maxmem }, (err, key) => (err ? reject(err) : resolve(new Uint8Array(key))))
+  );
+}
+
+function randomBytes(n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i += 65536) crypto.getRandomValues(out.subarray(i, Math.min(n, i + 65536))); // 64 KiB per call at most
+  return out;
+}
+
+const encoder = new TextEncoder();
+
+function writeLog(dest: string, line: string): void {
+  if (dest !== "stderr") {
+    Deno.writeTextFileSync(dest, line + "\n", { append: true });
+    return;
+  }
+  let rest = encoder.encode(line + "\n");
+  while (rest.byteLength > 0) rest = rest.subarray(Deno.stderr.writeSync(rest));
+}
+
+function onSignal(name: "HUP" | "QUIT" | "TERM" | "INT", fn: () => void): void {
+  Deno.addSignalListener(`SIG${name}`, fn);
+}
+
+// ---------------------------------------------------------------------------
+// Platform
+
+export const denoPlatform: Platform = {
+  runtime: "deno",
+  listen,
+  connect,
+  relay,
+  serveHttp,
+  fetch: (url, init) => globalThis.fetch(url, init),
+  readTextFile: (path) => Deno.readTextFile(path),
+  onSignal,
+  reverseDns,
+  resolveDns,
+  scrypt,
+  randomBytes,
+  hostname: () => Deno.hostname(),
+  pid: () => Deno.pid,
+  writeLog,
+  exit: (code) => Deno.exit(code),
+};
