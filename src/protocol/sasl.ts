@@ -2,6 +2,7 @@
 // Results are latin1 strings (one char per byte) so that any byte the client sent is kept exactly.
 
 import { decodeBase64, encodeBase64, fromBytes, toBytes } from "../util/bytes.ts";
+import type { AuthMethod } from "./types.ts";
 
 export type SaslResult<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly why: string };
 
@@ -52,3 +53,40 @@ export function cramMd5Challenge(salt: string): string {
 
 export const SASL_USERNAME_PROMPT = "VXNlcm5hbWU6"; // base64 "Username:"
 export const SASL_PASSWORD_PROMPT = "UGFzc3dvcmQ6"; // base64 "Password:"
+
+export type SaslPhase = "auth-login-username" | "auth-login-password" | "auth-plain" | "auth-cram-md5" | "auth-external";
+
+export type SaslNext =
+  /** LOGIN: the user name arrived, ask for the password. */
+  | { readonly kind: "ask-password"; readonly login: string }
+  | { readonly kind: "credentials"; readonly method: AuthMethod; readonly login: string; readonly password: string; readonly salt?: string }
+  | { readonly kind: "bad"; readonly why: string };
+
+/**
+ * One client response in a SASL exchange, the same in IMAP, POP3 and SMTP. `login` is the user
+ * name LOGIN took earlier; `salt` the CRAM-MD5 challenge.
+ */
+export function continueSasl(phase: SaslPhase, response: string, login: string, salt: string): SaslNext {
+  switch (phase) {
+    case "auth-login-username": {
+      const r = decodeSaslLogin(response);
+      return r.ok ? { kind: "ask-password", login: r.value } : { kind: "bad", why: r.why };
+    }
+    case "auth-login-password": {
+      const r = decodeSaslLogin(response);
+      return r.ok ? { kind: "credentials", method: "login", login, password: r.value } : { kind: "bad", why: r.why };
+    }
+    case "auth-plain": {
+      const r = decodeSaslPlain(response);
+      return r.ok ? { kind: "credentials", method: "plain", login: r.value.login, password: r.value.password } : { kind: "bad", why: r.why };
+    }
+    case "auth-cram-md5": {
+      const r = decodeSaslCramMd5(response);
+      return r.ok ? { kind: "credentials", method: "cram-md5", login: r.value.login, password: r.value.digest, salt } : { kind: "bad", why: r.why };
+    }
+    case "auth-external": {
+      const r = decodeSaslExternal(response);
+      return r.ok ? { kind: "credentials", method: "external", login: r.value, password: "" } : { kind: "bad", why: r.why };
+    }
+  }
+}

@@ -2,7 +2,7 @@
 // tag, command word, up to three arguments (atoms, quoted strings, literals {n} / {n+}).
 // Pure and restartable: the caller keeps the unconsumed bytes and calls again with more.
 
-import { CR, LF } from "../../util/bytes.ts";
+import { CR, fromBytes, isAlpha, LF } from "../../util/bytes.ts";
 
 export type ImapCommandName = "NOOP" | "LOGIN" | "LOGOUT" | "STARTTLS" | "CAPABILITY" | "AUTHENTICATE" | "ID";
 
@@ -21,15 +21,7 @@ function isTagChar(c: number): boolean {
   return (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x2d || c === 0x2e || c === 0x5f;
 }
 
-function isAlpha(c: number): boolean {
-  return (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a);
-}
 
-function text(b: Uint8Array, from: number, to: number): string {
-  let s = "";
-  for (let i = from; i < to; i++) s += String.fromCharCode(b[i]);
-  return s;
-}
 
 /** Skip to the end of a bad line; the tag (with its space) is kept for the reply. */
 function invalid(b: Uint8Array, at: number, tag: string, syncLiterals: number): ImapFrame {
@@ -55,7 +47,7 @@ export function parseImapCommand(b: Uint8Array, maxBytes: number): ImapFrame {
   }
   if (p >= b.length) return { kind: "incomplete", syncLiterals: 0, literalTooLong: false, tag: "" };
   if (p === 0) return invalid(b, p, "", 0);
-  const tag = text(b, 0, p + 1);
+  const tag = fromBytes(b.subarray(0, p + 1));
   p++;
   while (p < b.length && b[p] === 0x20) p++;
   if (p >= b.length) return { kind: "incomplete", syncLiterals: 0, literalTooLong: false, tag };
@@ -66,7 +58,7 @@ export function parseImapCommand(b: Uint8Array, maxBytes: number): ImapFrame {
     p++;
   }
   if (p >= b.length) return { kind: "incomplete", syncLiterals: 0, literalTooLong: false, tag };
-  const name = text(b, cmdStart, p).toUpperCase();
+  const name = fromBytes(b.subarray(cmdStart, p)).toUpperCase();
   if (!COMMANDS.has(name)) return invalid(b, p, tag, 0);
   if (name === "ID") return parseIdArguments(b, p, tag, maxBytes);
 
@@ -137,7 +129,7 @@ export function parseImapCommand(b: Uint8Array, maxBytes: number): ImapFrame {
       if (p + n > maxBytes) return { kind: "incomplete", syncLiterals, literalTooLong: true, tag };
       if (sync) syncLiterals++;
       if (p + n >= b.length) return { kind: "incomplete", syncLiterals, literalTooLong: false, tag };
-      args.push(text(b, p, p + n));
+      args.push(fromBytes(b.subarray(p, p + n)));
       p += n;
       if (b[p] !== 0x20 && b[p] !== CR && b[p] !== LF) return invalid(b, p, tag, syncLiterals);
     } else {
@@ -145,7 +137,7 @@ export function parseImapCommand(b: Uint8Array, maxBytes: number): ImapFrame {
       const start = p;
       while (p < b.length && b[p] !== 0x20 && b[p] !== CR && b[p] !== LF) p++;
       if (p >= b.length) return { kind: "incomplete", syncLiterals, literalTooLong: false, tag };
-      args.push(text(b, start, p));
+      args.push(fromBytes(b.subarray(start, p)));
     }
   }
 }
@@ -179,7 +171,7 @@ function parseIdArguments(b: Uint8Array, p: number, tag: string, maxBytes: numbe
     if (c === 0x7b) {
       const close = b.indexOf(0x7d, p);
       if (close < 0) break;
-      const spec = text(b, p + 1, close);
+      const spec = fromBytes(b.subarray(p + 1, close));
       const m = /^(\d+)(\+?)$/.exec(spec);
       if (!m) return invalid(b, p, tag, syncLiterals);
       let q = close + 1;
@@ -207,5 +199,5 @@ export function parseImapContinuation(b: Uint8Array): { readonly arg: string; re
   if (stop > 0 && b[stop - 1] === CR) stop--;
   let sp = b.indexOf(0x20);
   if (sp < 0 || sp > stop) sp = stop;
-  return { arg: text(b, 0, sp), end: lf + 1 };
+  return { arg: fromBytes(b.subarray(0, sp)), end: lf + 1 };
 }

@@ -3,10 +3,7 @@
 
 import type { ServerConfig } from "../../config/types.ts";
 import { concat } from "../../util/bytes.ts";
-import {
-  cramMd5Challenge, decodeSaslCramMd5, decodeSaslExternal, decodeSaslLogin, decodeSaslPlain, makeSalt,
-  SASL_PASSWORD_PROMPT, SASL_USERNAME_PROMPT,
-} from "../sasl.ts";
+import { continueSasl, cramMd5Challenge, makeSalt, SASL_PASSWORD_PROMPT, SASL_USERNAME_PROMPT, type SaslPhase } from "../sasl.ts";
 import type { Action, AuthMethod, CompiledServer, Input, SessionStart, Step } from "../types.ts";
 import { parseImapCommand, parseImapContinuation } from "./frame.ts";
 
@@ -150,15 +147,11 @@ function onAuthenticate(s: ImapState, tag: string, args: readonly string[]): Han
   switch (mech) {
     case "LOGIN":
       if (args.length === 1) return cont("auth-login-username", `+ ${SASL_USERNAME_PROMPT}\r\n`);
-      if (args.length === 2) {
-        const user = decodeSaslLogin(args[1]);
-        if (!user.ok) return badCommand(s, tag, user.why);
-        return reply({ ...s, phase: "auth-login-password", login: user.value }, `+ ${SASL_PASSWORD_PROMPT}\r\n`);
-      }
+      if (args.length === 2) return onSasl(s, "auth-login-username", args[1]);
       break;
     case "PLAIN":
       if (args.length === 1) return cont("auth-plain", "+ \r\n");
-      if (args.length === 2) return finishPlain(s, args[1]);
+      if (args.length === 2) return onSasl(s, "auth-plain", args[1]);
       break;
     case "CRAM-MD5":
       if (!cfg.imapAuth.includes("cram-md5") || args.length !== 1) break;
@@ -166,47 +159,19 @@ function onAuthenticate(s: ImapState, tag: string, args: readonly string[]): Han
     case "EXTERNAL":
       if (!cfg.imapAuth.includes("external")) break;
       if (args.length === 1) return cont("auth-external", `+ ${SASL_USERNAME_PROMPT}\r\n`);
-      if (args.length === 2) return finishExternal(s, args[1]);
+      if (args.length === 2) return onSasl(s, "auth-external", args[1]);
       break;
   }
   return badCommand(s, tag, `unsupported AUTHENTICATE "${args.join(" ")}"`);
 }
 
-function finishPlain(s: ImapState, b64: string): Handled {
-  const r = decodeSaslPlain(b64);
-  if (!r.ok) return badCommand(s, s.tag, r.why);
-  return askAuth(s, "plain", r.value.login, r.value.password);
-}
 
-function finishExternal(s: ImapState, b64: string): Handled {
-  const r = decodeSaslExternal(b64);
-  if (!r.ok) return badCommand(s, s.tag, r.why);
-  return askAuth(s, "external", r.value, "");
-}
-
-function onContinuation(s: ImapState, arg: string): Handled {
-  switch (s.phase) {
-    case "auth-login-username": {
-      const r = decodeSaslLogin(arg);
-      if (!r.ok) return badCommand(s, s.tag, r.why);
-      return reply({ ...s, phase: "auth-login-password", login: r.value }, `+ ${SASL_PASSWORD_PROMPT}\r\n`);
-    }
-    case "auth-login-password": {
-      const r = decodeSaslLogin(arg);
-      if (!r.ok) return badCommand(s, s.tag, r.why);
-      return askAuth(s, "login", s.login, r.value);
-    }
-    case "auth-plain":
-      return finishPlain(s, arg);
-    case "auth-cram-md5": {
-      const r = decodeSaslCramMd5(arg);
-      if (!r.ok) return badCommand(s, s.tag, r.why);
-      return askAuth(s, "cram-md5", r.value.login, r.value.digest, s.salt);
-    }
-    case "auth-external":
-      return finishExternal(s, arg);
-  }
-  throw new Error(`onContinuation called in phase ${s.phase}`);
+/** A SASL response (continuation line or initial response), the same exchange as every protocol. */
+function onSasl(s: ImapState, phase: SaslPhase, response: string): Handled {
+  const r = continueSasl(phase, response, s.login, s.salt);
+  if (r.kind === "bad") return badCommand(s, s.tag, r.why);
+  if (r.kind === "ask-password") return reply({ ...s, phase: "auth-login-password", login: r.login }, `+ ${SASL_PASSWORD_PROMPT}\r\n`);
+  return askAuth(s, r.method, r.login, r.password, r.salt);
 }
 
 /** Reads as many whole commands as the buffer holds, stopping where the dialogue must wait. */
@@ -250,7 +215,7 @@ function drain(s: ImapState): Step<ImapState> {
         break;
       }
       end = line.end;
-      handled = onContinuation(state, line.arg);
+      handled = onSasl(state, state.phase as SaslPhase, line.arg);
     }
     const rest = state.buf.subarray(end);
     const keep = handled.state.phase === "tls-wait" ? new Uint8Array(0) : rest;

@@ -4,7 +4,7 @@
 // way, starting directly in an argument. Pure and restartable: the caller keeps the unconsumed
 // bytes and calls again with more.
 
-import { CR, LF } from "../../util/bytes.ts";
+import { CR, fromBytes, isAlpha, LF } from "../../util/bytes.ts";
 
 export type Pop3CommandName = "USER" | "PASS" | "APOP" | "QUIT" | "CAPA" | "AUTH" | "NOOP" | "STLS";
 
@@ -23,15 +23,7 @@ export type Pop3Frame =
 
 const INCOMPLETE: Pop3Frame = { kind: "incomplete" };
 
-function isAlpha(c: number): boolean {
-  return (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a);
-}
 
-function text(b: Uint8Array, from: number, to: number): string {
-  let s = "";
-  for (let i = from; i < to; i++) s += String.fromCharCode(b[i]);
-  return s;
-}
 
 /** Skip a bad line up to and including its LF. */
 function invalid(b: Uint8Array, at: number): Pop3Frame {
@@ -70,7 +62,7 @@ function readArguments(
       case "argument":
         if (ch === SP && keepSpaces) break;
         if (ch === SP || ch === CR || ch === LF) {
-          args.push(text(b, argStart, p));
+          args.push(fromBytes(b.subarray(argStart, p)));
           if (ch === LF) return { args, end: p + 1 };
           state = ch === SP ? "spaces" : "almost-done";
         }
@@ -91,7 +83,7 @@ export function parsePop3Command(b: Uint8Array): Pop3Frame {
     p++;
   }
   if (p >= b.length) return INCOMPLETE;
-  const name = text(b, 0, p).toUpperCase();
+  const name = fromBytes(b.subarray(0, p)).toUpperCase();
   if (!COMMANDS.has(name)) return invalid(b, p);
   const ch = b[p];
   if (ch === LF) return { kind: "command", name: name as Pop3CommandName, args: [], end: p + 1 };

@@ -3,10 +3,7 @@
 
 import type { ServerConfig } from "../../config/types.ts";
 import { concat } from "../../util/bytes.ts";
-import {
-  cramMd5Challenge, decodeSaslCramMd5, decodeSaslExternal, decodeSaslLogin, decodeSaslPlain, makeSalt,
-  SASL_PASSWORD_PROMPT, SASL_USERNAME_PROMPT,
-} from "../sasl.ts";
+import { continueSasl, cramMd5Challenge, makeSalt, SASL_PASSWORD_PROMPT, SASL_USERNAME_PROMPT, type SaslPhase } from "../sasl.ts";
 import type { Action, AuthMethod, CompiledServer, Input, SessionStart, Step } from "../types.ts";
 import { parsePop3Command, parsePop3Continuation, type Pop3CommandName } from "./frame.ts";
 
@@ -160,15 +157,11 @@ function onAuth(s: Pop3State, args: readonly string[]): Handled {
   switch (mech) {
     case "LOGIN":
       if (args.length === 1) return cont("auth-login-username", `+ ${SASL_USERNAME_PROMPT}\r\n`);
-      if (args.length === 2) {
-        const user = decodeSaslLogin(args[1]);
-        if (!user.ok) return badCommand(s, user.why);
-        return reply({ ...s, phase: "auth-login-password", login: user.value }, `+ ${SASL_PASSWORD_PROMPT}\r\n`);
-      }
+      if (args.length === 2) return onSasl(s, "auth-login-username", args[1]);
       break;
     case "PLAIN":
       if (args.length === 1) return cont("auth-plain", "+ \r\n");
-      if (args.length === 2) return finishPlain(s, args[1]);
+      if (args.length === 2) return onSasl(s, "auth-plain", args[1]);
       break;
     case "CRAM-MD5":
       if (!cfg.pop3Auth.includes("cram-md5") || args.length !== 1) break;
@@ -176,23 +169,12 @@ function onAuth(s: Pop3State, args: readonly string[]): Handled {
     case "EXTERNAL":
       if (!cfg.pop3Auth.includes("external")) break;
       if (args.length === 1) return cont("auth-external", `+ ${SASL_USERNAME_PROMPT}\r\n`);
-      if (args.length === 2) return finishExternal(s, args[1]);
+      if (args.length === 2) return onSasl(s, "auth-external", args[1]);
       break;
   }
   return badCommand(s, `unsupported AUTH "${args.join(" ")}"`);
 }
 
-function finishPlain(s: Pop3State, b64: string): Handled {
-  const r = decodeSaslPlain(b64);
-  if (!r.ok) return badCommand(s, r.why);
-  return askAuth(s, "plain", r.value.login, r.value.password);
-}
-
-function finishExternal(s: Pop3State, b64: string): Handled {
-  const r = decodeSaslExternal(b64);
-  if (!r.ok) return badCommand(s, r.why);
-  return askAuth(s, "external", r.value, "");
-}
 
 /** What each wire verb does before USER, and after it (nginx's ngx_pop3_start and ngx_pop3_user). */
 const BEFORE_USER: Readonly<Partial<Record<Pop3CommandName, Handler>>> = {
@@ -219,29 +201,12 @@ function onCommand(s: Pop3State, name: Pop3CommandName, args: readonly string[])
 }
 
 /** A SASL continuation line; nginx uses its first word. */
-function onContinuation(s: Pop3State, arg: string): Handled {
-  switch (s.phase) {
-    case "auth-login-username": {
-      const r = decodeSaslLogin(arg);
-      if (!r.ok) return badCommand(s, r.why);
-      return reply({ ...s, phase: "auth-login-password", login: r.value }, `+ ${SASL_PASSWORD_PROMPT}\r\n`);
-    }
-    case "auth-login-password": {
-      const r = decodeSaslLogin(arg);
-      if (!r.ok) return badCommand(s, r.why);
-      return askAuth(s, "login", s.login, r.value);
-    }
-    case "auth-plain":
-      return finishPlain(s, arg);
-    case "auth-cram-md5": {
-      const r = decodeSaslCramMd5(arg);
-      if (!r.ok) return badCommand(s, r.why);
-      return askAuth(s, "cram-md5", r.value.login, r.value.digest, s.salt);
-    }
-    case "auth-external":
-      return finishExternal(s, arg);
-  }
-  throw new Error(`onContinuation called in phase ${s.phase}`);
+/** A SASL response (continuation line or initial response), the same exchange as every protocol. */
+function onSasl(s: Pop3State, phase: SaslPhase, response: string): Handled {
+  const r = continueSasl(phase, response, s.login, s.salt);
+  if (r.kind === "bad") return badCommand(s, r.why);
+  if (r.kind === "ask-password") return reply({ ...s, phase: "auth-login-password", login: r.login }, `+ ${SASL_PASSWORD_PROMPT}\r\n`);
+  return askAuth(s, r.method, r.login, r.password, r.salt);
 }
 
 function tooLong(s: Pop3State): Handled {
@@ -279,7 +244,7 @@ function drain(s: Pop3State): Step<Pop3State> {
     let handled: Handled;
     if (f.kind === "invalid") handled = badCommand(state, "client sent invalid command");
     else if (f.kind === "command") handled = onCommand(state, f.name, f.args);
-    else handled = onContinuation(state, f.args[0]);
+    else handled = onSasl(state, state.phase as SaslPhase, f.args[0]);
     const rest = state.buf.subarray(f.end);
     state = { ...handled.state, buf: handled.state.phase === "tls-wait" ? new Uint8Array(0) : rest };
     actions.push(...handled.actions);

@@ -4,7 +4,7 @@
 // carry a line break into anything Postern later replays to the backend.
 // Pure: one call looks at the unconsumed bytes and reports one whole line, or that more is needed.
 
-import { CR, LF } from "../../util/bytes.ts";
+import { CR, fromBytes, isAlpha, LF } from "../../util/bytes.ts";
 
 export type SmtpVerb =
   | "HELO" | "EHLO" | "QUIT" | "AUTH" | "NOOP" | "MAIL" | "RSET" | "RCPT" | "VRFY" | "EXPN" | "HELP" | "STARTTLS";
@@ -21,15 +21,7 @@ export type SmtpFrame =
   /** A bad line, consumed up to and including its LF. */
   | { readonly kind: "invalid"; readonly end: number };
 
-function isAlpha(c: number): boolean {
-  return (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a);
-}
 
-function text(b: Uint8Array, from: number, to: number): string {
-  let s = "";
-  for (let i = from; i < to; i++) s += String.fromCharCode(b[i]);
-  return s;
-}
 
 /**
  * Splits the arguments of one line, `b[from..lf)`, the way nginx's sw_spaces_before_argument /
@@ -48,7 +40,7 @@ function splitArguments(b: Uint8Array, from: number, lf: number, inArgument: boo
     if (c === CR) return null; // a bare CR inside the line
     if (argStart >= 0) {
       if (c === 0x20) {
-        args.push(text(b, argStart, p));
+        args.push(fromBytes(b.subarray(argStart, p)));
         lastEnd = p;
         argStart = -1;
       }
@@ -59,7 +51,7 @@ function splitArguments(b: Uint8Array, from: number, lf: number, inArgument: boo
     argStart = p;
   }
   if (argStart >= 0) {
-    args.push(text(b, argStart, p));
+    args.push(fromBytes(b.subarray(argStart, p)));
     lastEnd = p;
   }
   return { args, lastEnd };
@@ -76,12 +68,12 @@ export function parseSmtpCommand(b: Uint8Array): SmtpFrame {
     if (!isAlpha(b[p])) return { kind: "invalid", end };
     p++;
   }
-  const verb = text(b, 0, p).toUpperCase();
+  const verb = fromBytes(b.subarray(0, p)).toUpperCase();
   if (!VERBS.has(verb)) return { kind: "invalid", end };
   const split = splitArguments(b, p, lf, false);
   if (!split) return { kind: "invalid", end };
   const textEnd = split.args.length > 0 ? split.lastEnd : p;
-  return { kind: "command", verb: verb as SmtpVerb, args: split.args, text: text(b, 0, textEnd), end };
+  return { kind: "command", verb: verb as SmtpVerb, args: split.args, text: fromBytes(b.subarray(0, textEnd)), end };
 }
 
 /** Reads one AUTH continuation line (nginx parses it starting inside an argument). */

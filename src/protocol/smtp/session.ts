@@ -5,10 +5,7 @@
 
 import type { ServerConfig } from "../../config/types.ts";
 import { concat, escapeForLog } from "../../util/bytes.ts";
-import {
-  cramMd5Challenge, decodeSaslCramMd5, decodeSaslExternal, decodeSaslLogin, decodeSaslPlain, makeSalt,
-  SASL_PASSWORD_PROMPT, SASL_USERNAME_PROMPT,
-} from "../sasl.ts";
+import { continueSasl, cramMd5Challenge, makeSalt, SASL_PASSWORD_PROMPT, SASL_USERNAME_PROMPT, type SaslPhase } from "../sasl.ts";
 import type { Action, AuthMethod, CompiledServer, Input, SessionStart, Step } from "../types.ts";
 import { parseSmtpCommand, parseSmtpContinuation, type SmtpVerb } from "./frame.ts";
 
@@ -164,15 +161,11 @@ function onAuth(s: SmtpState, args: readonly string[]): Handled {
   switch (mech) {
     case "LOGIN":
       if (args.length === 1) return reply({ ...s, phase: "auth-login-username" }, USERNAME);
-      if (args.length === 2) {
-        const user = decodeSaslLogin(args[1]);
-        if (!user.ok) return invalidCommand(s, user.why);
-        return reply({ ...s, phase: "auth-login-password", login: user.value }, PASSWORD);
-      }
+      if (args.length === 2) return onSasl(s, "auth-login-username", args[1]);
       break;
     case "PLAIN":
       if (args.length === 1) return reply({ ...s, phase: "auth-plain" }, NEXT);
-      if (args.length === 2) return finishPlain(s, args[1]);
+      if (args.length === 2) return onSasl(s, "auth-plain", args[1]);
       break;
     case "CRAM-MD5":
       if (!cfg.smtpAuth.includes("cram-md5") || args.length !== 1) break;
@@ -181,23 +174,12 @@ function onAuth(s: SmtpState, args: readonly string[]): Handled {
       // nginx takes "AUTH EXTERNAL <ir>" even when smtp_auth lacks external; we do not
       if (!cfg.smtpAuth.includes("external")) break;
       if (args.length === 1) return reply({ ...s, phase: "auth-external" }, USERNAME);
-      if (args.length === 2) return finishExternal(s, args[1]);
+      if (args.length === 2) return onSasl(s, "auth-external", args[1]);
       break;
   }
   return invalidCommand(s, `unsupported AUTH mechanism "${escapeForLog(args[0].slice(0, 64))}"`);
 }
 
-function finishPlain(s: SmtpState, b64: string): Handled {
-  const r = decodeSaslPlain(b64);
-  if (!r.ok) return invalidCommand(s, r.why);
-  return askAuth(s, "plain", r.value.login, r.value.password);
-}
-
-function finishExternal(s: SmtpState, b64: string): Handled {
-  const r = decodeSaslExternal(b64);
-  if (!r.ok) return invalidCommand(s, r.why);
-  return askAuth(s, "external", r.value, "");
-}
 
 function onMail(s: SmtpState, args: readonly string[], text: string): Handled {
   if (!s.server.config.smtpAuth.includes("none")) {
@@ -248,29 +230,12 @@ function onCommand(s: SmtpState, verb: SmtpVerb, args: readonly string[], text: 
   }
 }
 
-function onContinuation(s: SmtpState, arg: string): Handled {
-  switch (s.phase) {
-    case "auth-login-username": {
-      const r = decodeSaslLogin(arg);
-      if (!r.ok) return invalidCommand(s, r.why);
-      return reply({ ...s, phase: "auth-login-password", login: r.value }, PASSWORD);
-    }
-    case "auth-login-password": {
-      const r = decodeSaslLogin(arg);
-      if (!r.ok) return invalidCommand(s, r.why);
-      return askAuth(s, "login", s.login, r.value);
-    }
-    case "auth-plain":
-      return finishPlain(s, arg);
-    case "auth-cram-md5": {
-      const r = decodeSaslCramMd5(arg);
-      if (!r.ok) return invalidCommand(s, r.why);
-      return askAuth(s, "cram-md5", r.value.login, r.value.digest, s.salt);
-    }
-    case "auth-external":
-      return finishExternal(s, arg);
-  }
-  throw new Error(`onContinuation called in phase ${s.phase}`);
+/** A SASL response (continuation line or initial response), the same exchange as every protocol. */
+function onSasl(s: SmtpState, phase: SaslPhase, response: string): Handled {
+  const r = continueSasl(phase, response, s.login, s.salt);
+  if (r.kind === "bad") return invalidCommand(s, r.why);
+  if (r.kind === "ask-password") return reply({ ...s, phase: "auth-login-password", login: r.login }, PASSWORD);
+  return askAuth(s, r.method, r.login, r.password, r.salt);
 }
 
 /** Phases in which client lines are read; the others wait for a timer, TLS, auth or the end. */
@@ -303,7 +268,7 @@ function drain(s: SmtpState): Step<SmtpState> {
     let handled: Handled;
     if (f.kind === "invalid") handled = invalidCommand(state, "client sent invalid command");
     else if (f.kind === "command") handled = onCommand(state, f.verb, f.args, f.text);
-    else handled = onContinuation(state, f.args[0] ?? "");
+    else handled = onSasl(state, state.phase as SaslPhase, f.args[0] ?? "");
     const rest = state.buf.subarray(f.end);
     state = { ...handled.state, buf: handled.state.phase === "tls-wait" ? new Uint8Array(0) : rest };
     actions.push(...handled.actions);
