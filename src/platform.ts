@@ -29,6 +29,13 @@ export interface TlsServer {
   readonly ciphers?: string;
   readonly ecdhCurve?: string;
   readonly honorCipherOrder?: boolean;
+  readonly crl?: string; // PEM (ssl_crl)
+  readonly dhparam?: string; // PEM (ssl_dhparam)
+  readonly verifyDepth?: number; // ssl_verify_depth
+  readonly sessionTimeoutSec?: number; // ssl_session_timeout
+  readonly sessionTickets?: boolean; // ssl_session_tickets
+  readonly ticketKeys?: Uint8Array; // ssl_session_ticket_key: 48 bytes (the first key)
+  readonly sessionCache?: boolean; // false for "off"/"none"
 }
 
 /** TLS towards a backend. */

@@ -32,14 +32,23 @@ function tlsServerFor(s: ServerConfig): TlsServer | undefined {
   return {
     side: "server",
     certs: s.sslCertificates.map((c) => ({ cert: c.certPem, key: c.keyPem, passphrase: pass })),
-    ca: s.sslClientCertificate,
+    ca: [s.sslClientCertificate, s.sslTrustedCertificate].filter(Boolean).join("\n") || undefined,
     requestCert: s.sslVerifyClient !== "off",
-    rejectUnauthorized: s.sslVerifyClient === "on",
+    // the handshake accepts any certificate; the driver then answers as nginx does (certError, noCertError)
+    rejectUnauthorized: false,
     minVersion: versions[0],
     maxVersion: versions[versions.length - 1],
     ciphers: s.sslCiphers,
     ecdhCurve: s.sslEcdhCurve,
     honorCipherOrder: s.sslPreferServerCiphers,
+    crl: s.sslCrl,
+    dhparam: s.sslDhparam,
+    verifyDepth: s.sslVerifyDepth,
+    sessionTimeoutSec: Math.round(s.sslSessionTimeout / 1000),
+    sessionTickets: s.sslSessionTickets,
+    // node:tls takes one 48-byte key; nginx's 80-byte keys are cut to the AES-128 layout
+    ticketKeys: s.sslSessionTicketKey[0]?.subarray(0, 48),
+    sessionCache: !s.sslSessionCache.every((c) => c === "off" || c === "none"),
   };
 }
 

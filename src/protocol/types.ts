@@ -89,6 +89,9 @@ export interface CompiledServer {
 export interface ProtocolMachine<S, U> {
   readonly name: "imap" | "pop3" | "smtp";
   readonly internalError: string;
+  /** nginx's replies when ssl_verify_client refuses the client's certificate, or its absence. */
+  readonly certError: string;
+  readonly noCertError: string;
   /** Look up the client's DNS name before the greeting when a resolver is configured (SMTP). */
   readonly resolvesClient: boolean;
   compile(config: ServerConfig): CompiledServer;

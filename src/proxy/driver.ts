@@ -48,6 +48,12 @@ function before<T>(p: Promise<T>, at: number): Promise<T> {
   return Promise.race([p, t]).finally(() => clearTimeout(timer));
 }
 
+/** Verification errors that only say the issuer is unknown: what ssl_verify_client optional_no_ca forgives. */
+const UNTRUSTED_ISSUER: ReadonlySet<string> = new Set([
+  "UNABLE_TO_GET_ISSUER_CERT", "UNABLE_TO_GET_ISSUER_CERT_LOCALLY", "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "DEPTH_ZERO_SELF_SIGNED_CERT", "SELF_SIGNED_CERT_IN_CHAIN", "CERT_UNTRUSTED",
+]);
+
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 function message(e: unknown): string {
@@ -120,6 +126,7 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
         pendingRead = Promise.resolve(got.rest);
       }
     }
+    if (rs.listen.ssl && !(await certAccepted())) return;
     if (m.resolvesClient && cfg.resolver.addresses.length > 0) {
       ctx.action = "in resolving client address";
       clientHost = await resolveClient(ctx.client);
@@ -152,6 +159,10 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
           case "start-tls":
             if (!rs.tlsServer) throw new Error("start-tls without a TLS server context");
             conn = await before(conn.startTls(rs.tlsServer), deadline);
+            if (!(await certAccepted())) {
+              end = true;
+              break;
+            }
             deadline = Date.now() + cfg.timeout;
             next = { kind: "tls-started" };
             break;
@@ -211,6 +222,28 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
     upstream?.close();
     metrics.active--;
     deps.sessions.delete(live);
+  }
+
+  /**
+   * ssl_verify_client after a handshake, as nginx's ngx_mail_verify_cert: a certificate that fails
+   * verification gets the protocol's certificate error ("optional_no_ca" forgives an unknown
+   * issuer only), a missing one under "on" the no-certificate error; both close the session.
+   */
+  async function certAccepted(): Promise<boolean> {
+    const mode = cfg.sslVerifyClient;
+    if (mode === "off") return true;
+    const t = conn.tlsInfo;
+    if (t?.certPem && !t.verified && !(mode === "optional_no_ca" && UNTRUSTED_ISSUER.has(t.verifyError ?? ""))) {
+      logger.log("info", `client SSL certificate verify error: (${t.verifyError ?? "unknown"})`, ctx);
+      await write(conn, m.certError, Date.now() + 5000).catch(() => {});
+      return false;
+    }
+    if (mode === "on" && !t?.certPem) {
+      logger.log("info", "client sent no required SSL certificate", ctx);
+      await write(conn, m.noCertError, Date.now() + 5000).catch(() => {});
+      return false;
+    }
+    return true;
   }
 
   /** Reads the PROXY header; null (after a log line) when it is missing, malformed or late. */

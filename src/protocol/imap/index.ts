@@ -7,6 +7,8 @@ import { type ImapUpstreamState, startImapUpstream, stepImapUpstream } from "./u
 export const imap: ProtocolMachine<ImapState, ImapUpstreamState> = {
   name: "imap",
   internalError: IMAP_INTERNAL_ERROR,
+  certError: "* BYE SSL certificate error\r\n",
+  noCertError: "* BYE No required SSL certificate\r\n",
   resolvesClient: false,
   compile: compileImap,
   start: startImap,

@@ -7,6 +7,8 @@ import { type Pop3UpstreamState, startPop3Upstream, stepPop3Upstream } from "./u
 export const pop3: ProtocolMachine<Pop3State, Pop3UpstreamState> = {
   name: "pop3",
   internalError: POP3_INTERNAL_ERROR,
+  certError: "-ERR SSL certificate error\r\n",
+  noCertError: "-ERR No required SSL certificate\r\n",
   resolvesClient: false,
   compile: compilePop3,
   start: startPop3,

@@ -7,6 +7,8 @@ import { type SmtpUpstreamState, startSmtpUpstream, stepSmtpUpstream } from "./u
 export const smtp: ProtocolMachine<SmtpState, SmtpUpstreamState> = {
   name: "smtp",
   internalError: SMTP_INTERNAL_ERROR,
+  certError: "421 4.7.1 SSL certificate error\r\n",
+  noCertError: "421 4.7.1 No required SSL certificate\r\n",
   resolvesClient: true, // nginx looks up the client's name before the SMTP greeting (resolver)
   compile: compileSmtp,
   start: startSmtp,
