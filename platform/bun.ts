@@ -2,7 +2,8 @@
 // Platform adapter for Bun (1.x): Bun.listen / Bun.connect push callbacks turned into
 // the pull-style Conn (bounded read queue with pause/resume, write queue resumed on
 // drain), socket.upgradeTLS for STARTTLS on both sides, a callback-driven relay,
-// Bun.serve for HTTP, node:dns Resolver for DNS.
+// Bun.serve for HTTP, node:dns Resolver for DNS. TLS that must begin with bytes already
+// read (after a PROXY protocol header) runs node:tls over the Conn (tls-bridge.ts).
 //
 // Docs relied on:
 //   https://bun.com/docs/runtime/networking/tcp        (Bun.listen, Bun.connect, handlers, allowHalfOpen)
@@ -29,8 +30,10 @@ import type {
   TlsInfo,
   TlsServer,
 } from "../src/platform.ts";
+import { SocketConn, startClientTls, startServerTls } from "./node-socket.ts";
 import { tlsInfoOf, type TlsPeer } from "./node-tls.ts";
 import { type Direction, pumpConn, RelayControl } from "./relay-control.ts";
+import { bridgeStream } from "./tls-bridge.ts";
 
 type Socket<T> = Bun.Socket<T>;
 type SocketHandler<T> = Bun.SocketHandler<T>;
@@ -364,9 +367,22 @@ class BunConn implements Conn {
     return { pending, ended: this.#ended, closed: this.#closed };
   }
 
-  async startTls(t: TlsServer | TlsClient): Promise<Conn> {
+  /**
+   * Without `initial` (STARTTLS), bytes received but not read are plaintext sent before
+   * our reply: dropped. With `initial` (TLS right after a PROXY header), the TLS stream
+   * starts with `initial` and goes on with the unread bytes; upgradeTLS cannot be given
+   * bytes already read, so unless there are none, node:tls runs over this Conn instead.
+   */
+  async startTls(t: TlsServer | TlsClient, initial?: Uint8Array): Promise<Conn> {
     if (this.#closed || this.#upgraded) throw new Error("Cannot start TLS: connection closed");
     await this.flushed();
+    if (initial !== undefined && (initial.byteLength > 0 || this.#queue.length > 0)) {
+      const { duplex, bridge } = bridgeStream(this); // reads the queue first, then the socket
+      const secure = t.side === "server"
+        ? await startServerTls(duplex, t, initial)
+        : await startClientTls(duplex, t, this.remote.host, initial);
+      return new SocketConn(secure, { remote: this.remote, local: this.local }, tlsInfoOf(secure), bridge);
+    }
     const next = new BunConn();
     next.remote = this.remote;
     next.local = this.local;
@@ -412,6 +428,10 @@ const TLS_HANDLERS: SocketHandler<BunConn> = {
 // TCP and TLS: listen, connect
 
 function listen(at: ListenAt, onConn: (c: Conn) => void, t?: TlsServer): Promise<Listener> {
+  return new Promise((resolve) => resolve(listenNow(at, onConn, t))); // a throw (EADDRINUSE) rejects
+}
+
+function listenNow(at: ListenAt, onConn: (c: Conn) => void, t?: TlsServer): Listener {
   const mustVerify = t !== undefined && (t.requestCert ?? false) && (t.rejectUnauthorized ?? true);
   const socket: SocketHandler<BunConn> = t === undefined
     ? {
@@ -442,13 +462,13 @@ function listen(at: ListenAt, onConn: (c: Conn) => void, t?: TlsServer): Promise
     ...(at.reusePort ? { reusePort: true } : {}), // not in bun-types, honoured by Bun (RUNTIMES.md)
     ...(at.ipv6Only ? { ipv6Only: true } : {}),
   } as Bun.TCPSocketListenOptions<BunConn>);
-  return Promise.resolve({
+  return {
     address: { host: server.hostname, port: server.port },
     close: () => {
       server.stop(false); // stops accepting; live connections keep going
       return Promise.resolve();
     },
-  });
+  };
 }
 
 async function connect(to: Address, timeoutMs: number, t?: TlsClient): Promise<Conn> {
@@ -602,10 +622,12 @@ async function relayNative(a: BunConn, b: BunConn, ctl: RelayControl): Promise<v
 // HTTP
 
 function serveHttp(at: ListenAt, fetch: (r: Request) => Promise<Response> | Response): Promise<Listener> {
-  const server = Bun.serve({ hostname: at.host, port: at.port, fetch: (req) => fetch(req) });
-  return Promise.resolve({
-    address: { host: server.hostname ?? at.host, port: server.port ?? at.port },
-    close: () => server.stop(),
+  return new Promise((resolve) => { // a throw from Bun.serve (EADDRINUSE) rejects
+    const server = Bun.serve({ hostname: at.host, port: at.port, fetch: (req) => fetch(req) });
+    resolve({
+      address: { host: server.hostname ?? at.host, port: server.port ?? at.port },
+      close: () => server.stop(), // idle keep-alive connections close at once, requests in flight finish
+    });
   });
 }
 

@@ -8,9 +8,9 @@
 //     cert/key pair, a passphrase, ciphers, curves or protocol bounds (Deno.listenTls
 //     takes one cert/key and nothing else): Deno.listen plus the same bridge;
 //   - client TLS with verification off or with a client certificate.
-// Those sessions are SocketConns (node-socket.ts) over the bridge (connDuplex); the relay
-// copes with both kinds. Deno's node:tls mishandles FIN in both directions now and then;
-// connDuplex documents the workarounds.
+// Those sessions are SocketConns (node-socket.ts) over a Duplex bridge (tls-bridge.ts,
+// which also documents workarounds for Deno's node:tls losing FINs); the relay copes
+// with both kinds.
 //
 // Docs relied on:
 //   https://docs.deno.com/api/deno/~/Deno.listen         https://docs.deno.com/api/deno/~/Deno.connect
@@ -22,7 +22,6 @@
 
 import { scrypt as nodeScrypt } from "node:crypto";
 import * as dgram from "node:dgram";
-import { Duplex } from "node:stream";
 import type {
   Address,
   Conn,
@@ -36,13 +35,13 @@ import type {
   TlsServer,
 } from "../src/platform.ts";
 import {
-  type Bridge,
   SocketConn,
   startClientTls,
   startServerTls,
   TLS_HANDSHAKE_TIMEOUT_MS,
 } from "./node-socket.ts";
 import { tlsInfoOf } from "./node-tls.ts";
+import { bridgeStream, type ByteStream } from "./tls-bridge.ts";
 import { type Direction, pumpConn, RelayControl } from "./relay-control.ts";
 
 // ---------------------------------------------------------------------------
@@ -149,12 +148,13 @@ class DenoConn implements Conn {
     return this.raw;
   }
 
-  async startTls(t: TlsServer | TlsClient): Promise<Conn> {
+  /** `initial`: bytes the caller read that belong to the TLS stream (after a PROXY header). */
+  async startTls(t: TlsServer | TlsClient, initial?: Uint8Array): Promise<Conn> {
     if (this.#reading) throw new Error("Cannot start TLS: a read is pending");
     if (this.#isTls) throw new Error("Cannot start TLS: the connection already uses TLS");
     const raw = await this.take();
     const at = { remote: this.remote, local: this.local };
-    if (t.side === "client" && t.verify && t.cert === undefined) {
+    if (t.side === "client" && t.verify && t.cert === undefined && !(initial?.byteLength)) {
       // Native: Deno.startTls verifies the chain (t.ca is added to the default roots) and the name.
       const hostname = t.serverName ?? this.remote.host;
       const conn = await Deno.startTls(raw as Deno.TcpConn, { hostname, caCerts: t.ca !== undefined ? [t.ca] : undefined });
@@ -166,136 +166,33 @@ class DenoConn implements Conn {
       }
       return new DenoConn(conn, true, { verified: true }); // Deno exposes no peer certificate
     }
-    const { duplex, bridge } = connDuplex(raw);
-    const secure = t.side === "server" ? await startServerTls(duplex, t) : await startClientTls(duplex, t, this.remote.host);
+    // node:tls over the native conn (tls-bridge.ts); nothing was read ahead, so nothing to drop
+    const { duplex, bridge } = bridgeStream(nativeStream(raw));
+    const secure = t.side === "server"
+      ? await startServerTls(duplex, t, initial)
+      : await startClientTls(duplex, t, this.remote.host, initial);
     return new SocketConn(secure, at, tlsInfoOf(secure), bridge);
   }
 }
 
-/**
- * A node Duplex over a native Deno.Conn so node:tls can run on it, with workarounds for
- * Deno's node:tls (seen with Deno 2.9.6, more often under load):
- *   - it can drop the peer's FIN (all data delivered, no 'end'), always when the TLS
- *     socket is paused, sometimes otherwise: the TLS socket is never paused (the
- *     SocketConn's backpressure stops reading the network here instead), and the bridge
- *     tells the SocketConn when the network FIN has been handed over (onTransportEnd);
- *   - it sometimes finishes end() without ending the stream below, and its encrypted
- *     output is written by a pump of its own that end() does not wait for. So ending is
- *     done here: once no write is in flight and a macrotask has passed without a new
- *     one (the pump issues its next write from the previous write's callback), the FIN
- *     is sent; SocketConn.closeWrite() asks for it too and waits for it.
- * Reads are pulled: the conn is read only when the TLS layer asks for more.
- */
-function connDuplex(conn: Deno.Conn): { duplex: Duplex; bridge: Bridge } {
-  let pumping = false;
-  let gated = false;
-  let inFlight = 0;
-  const idle: (() => void)[] = [];
-  let finishing: Promise<void> | undefined;
-  let transportEnded = false;
-  const onTransportEnd: (() => void)[] = [];
-  const finSent = deferred();
+/** The native conn as the byte stream under node:tls. */
+function nativeStream(conn: Deno.Conn): ByteStream {
   const buf = new Uint8Array(READ_CHUNK);
-  const duplex: Duplex = new Duplex({
-    allowHalfOpen: true,
-    read() {
-      if (pumping || gated) return;
-      pumping = true;
-      void pump();
+  return {
+    read: async () => {
+      const n = await conn.read(buf);
+      return n === null ? null : buf.slice(0, n);
     },
-    write(chunk: Uint8Array, _encoding, callback) {
-      inFlight++;
-      writeAll(conn, chunk).then(() => settle(callback), (err) => settle(() => callback(err)));
-    },
-    final(callback) {
-      conn.closeWrite().then(() => callback(), () => callback()).finally(finSent.resolve);
-    },
-    destroy(err, callback) {
+    write: (data) => writeAll(conn, data),
+    closeWrite: () => conn.closeWrite(),
+    close: () => {
       try {
         conn.close();
       } catch {
         // already closed
       }
-      finSent.resolve();
-      callback(err);
-    },
-  });
-  function settle(callback: () => void): void {
-    inFlight--;
-    callback(); // node:tls may write its next record from here, synchronously
-    if (inFlight === 0) for (const wake of idle.splice(0)) wake();
-  }
-  const realEnd = duplex.end.bind(duplex);
-  function finishWrite(): Promise<void> {
-    finishing ??= (async () => {
-      for (;;) {
-        if (inFlight > 0) await new Promise<void>((r) => idle.push(r));
-        await new Promise((r) => setTimeout(r, 0)); // let node:tls's pump run once more
-        if (inFlight === 0) break;
-      }
-      if (!duplex.destroyed) realEnd();
-      else finSent.resolve();
-      await finSent.promise;
-    })();
-    return finishing;
-  }
-  (duplex as { end: (cb?: () => void) => Duplex }).end = (cb?: () => void): Duplex => {
-    void finishWrite().then(() => cb?.());
-    return duplex;
-  };
-  const realWrite = duplex.write.bind(duplex) as (...args: unknown[]) => boolean;
-  (duplex as { write: typeof realWrite }).write = (...args: unknown[]) => {
-    if (!duplex.writableEnded) return realWrite(...args);
-    const cb = args.findLast((a) => typeof a === "function") as (() => void) | undefined;
-    if (cb !== undefined) queueMicrotask(cb); // a late TLS record after our FIN: nowhere to go
-    return true;
-  };
-  duplex.once("end", () => {
-    transportEnded = true; // every byte before the FIN has been handed to the TLS layer
-    for (const fn of onTransportEnd.splice(0)) fn();
-  });
-  async function pump(): Promise<void> {
-    while (!gated) {
-      let n: number | null;
-      try {
-        n = await conn.read(buf);
-      } catch (err) {
-        pumping = false;
-        duplex.destroy(err as Error);
-        return;
-      }
-      if (n === null) {
-        duplex.push(null); // pumping stays true: nothing more to read
-        return;
-      }
-      if (!duplex.push(buf.slice(0, n))) break;
-    }
-    pumping = false;
-  }
-  const bridge: Bridge = {
-    pause: () => {
-      gated = true;
-    },
-    resume: () => {
-      gated = false;
-      if (!pumping) {
-        pumping = true;
-        void pump();
-      }
-    },
-    finishWrite,
-    onTransportEnd: (fn) => {
-      if (transportEnded) fn();
-      else onTransportEnd.push(fn);
     },
   };
-  return { duplex, bridge };
-}
-
-function deferred(): { promise: Promise<void>; resolve: () => void } {
-  let resolve!: () => void;
-  const promise = new Promise<void>((r) => (resolve = r));
-  return { promise, resolve };
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
@@ -323,7 +220,11 @@ function setUp(conn: NativeConn, at?: ListenAt): void {
   if (at?.keepAlive) conn.setKeepAlive(true);
 }
 
-async function listen(at: ListenAt, onConn: (c: Conn) => void, t?: TlsServer): Promise<Listener> {
+function listen(at: ListenAt, onConn: (c: Conn) => void, t?: TlsServer): Promise<Listener> {
+  return new Promise((resolve) => resolve(listenNow(at, onConn, t))); // a throw (EADDRINUSE) rejects
+}
+
+function listenNow(at: ListenAt, onConn: (c: Conn) => void, t?: TlsServer): Listener {
   const native = t !== undefined && nativeTlsCan(t) ? t : undefined;
   const options = { hostname: at.host, port: at.port, tcpBacklog: at.backlog, ...(at.reusePort ? { reusePort: true } : {}) };
   const listener: Deno.Listener<NativeConn> = native === undefined
@@ -420,7 +321,7 @@ async function connect(to: Address, timeoutMs: number, t?: TlsClient): Promise<C
 // Relay: read/write loops with one reused buffer per direction
 
 // node:tls sides (SocketConn) go through their read()/write(): pausing a node:tls socket
-// on Deno can lose the peer's FIN (see connDuplex), so the data/drain relay is not used.
+// on Deno can lose the peer's FIN (see tls-bridge.ts), so the data/drain relay is not used.
 function relay(client: Conn, upstream: Conn, opts: RelayOpts): RelayHandle {
   const ctl = new RelayControl(opts, () => {
     client.close();
@@ -463,11 +364,13 @@ async function pumpNative(src: DenoConn, dst: DenoConn, dir: Direction, ctl: Rel
 // HTTP
 
 function serveHttp(at: ListenAt, fetch: (r: Request) => Promise<Response> | Response): Promise<Listener> {
-  const server = Deno.serve({ hostname: at.host, port: at.port, onListen: () => {} }, (req) => fetch(req));
-  const addr = server.addr as Deno.NetAddr;
-  return Promise.resolve({
-    address: { host: addr.hostname, port: addr.port },
-    close: () => server.shutdown(),
+  return new Promise((resolve) => { // a throw from Deno.serve (EADDRINUSE) rejects
+    const server = Deno.serve({ hostname: at.host, port: at.port, onListen: () => {} }, (req) => fetch(req));
+    const addr = server.addr as Deno.NetAddr;
+    resolve({
+      address: { host: addr.hostname, port: addr.port },
+      close: () => server.shutdown(), // graceful: requests in flight finish
+    });
   });
 }
 

@@ -196,10 +196,18 @@ export class SocketConn implements Conn {
     this.#failWriters();
   }
 
-  async startTls(t: TlsServer | TlsClient): Promise<Conn> {
-    const sock = this.detach().socket;
+  /**
+   * Without `initial` (STARTTLS), bytes received but not read are plaintext sent before
+   * our reply: dropped. With `initial` (TLS right after a PROXY header, even an empty
+   * one), the TLS stream starts with `initial` and goes on with the unread bytes.
+   */
+  async startTls(t: TlsServer | TlsClient, initial?: Uint8Array): Promise<Conn> {
+    const { socket, pending } = this.detach();
+    const first = initial === undefined ? undefined : concatBytes([initial, ...pending]);
     const at = { remote: this.remote, local: this.local };
-    const secure = t.side === "server" ? await startServerTls(sock, t) : await startClientTls(sock, t, this.remote.host);
+    const secure = t.side === "server"
+      ? await startServerTls(socket, t, first)
+      : await startClientTls(socket, t, this.remote.host, first);
     return new SocketConn(secure, at, tlsInfoOf(secure));
   }
 
@@ -225,6 +233,16 @@ export class SocketConn implements Conn {
 }
 
 function ignore(): void {}
+
+function concatBytes(chunks: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.byteLength;
+  }
+  return out;
+}
 
 function stripV4Mapped(host: string): string {
   return host.startsWith("::ffff:") && host.includes(".") ? host.slice(7) : host;
@@ -311,14 +329,19 @@ export async function connectSocket(to: Address, timeoutMs: number, t?: TlsClien
 // STARTTLS
 
 /**
- * Server-side TLS over an accepted plaintext stream. Bytes the stream buffered before
- * this call are never fed to TLS (plaintext injection, CVE-2011-0411 class).
+ * Server-side TLS over an accepted plaintext stream. The caller drops what it read
+ * before (plaintext injection, CVE-2011-0411 class); `initial` is fed to TLS first
+ * (node:tls takes what the stream holds buffered when it wraps it).
  * With requestCert a throwaway tls.Server is used so node:tls computes `authorized`
  * and enforces rejectUnauthorized; otherwise a bare TLSSocket on a cached context.
  */
-export function startServerTls(raw: Duplex, t: TlsServer): Promise<tls.TLSSocket> {
+export function startServerTls(raw: Duplex, t: TlsServer, initial?: Uint8Array): Promise<tls.TLSSocket> {
   raw.allowHalfOpen = false; // see handshake()
-  raw.pause(); // RUNTIMES.md: pause before wrapping, resume after (Deno hangs otherwise)
+  // Paused, and never resumed here: node:tls takes over reading, and on Node a resume
+  // would flow `initial` (unshifted below) away before TLS picks it up. (RUNTIMES.md's
+  // "resume after" is for node:net sockets on Deno; Deno uses tls-bridge.ts instead.)
+  raw.pause();
+  if (initial !== undefined && initial.byteLength > 0) raw.unshift(initial);
   if (t.requestCert) {
     const server = new tls.Server(serverTlsOptions(t)); // tls.Server ignores a given secureContext
     const done = handshake(raw, (s) => {
@@ -328,19 +351,21 @@ export function startServerTls(raw: Duplex, t: TlsServer): Promise<tls.TLSSocket
     server.once("secureConnection", done.resolve);
     server.once("tlsClientError", done.reject);
     server.emit("connection", raw);
-    raw.resume();
     return done.promise;
   }
   const s = new tls.TLSSocket(raw as net.Socket, { isServer: true, secureContext: serverSecureContext(t) });
   const done = handshake(raw, () => s, s);
   s.once("secure", () => done.resolve(s));
-  raw.resume();
   return done.promise;
 }
 
 /** Client-side TLS over a connected plaintext stream (STARTTLS towards a backend). */
-export function startClientTls(raw: Duplex, t: TlsClient, host: string): Promise<tls.TLSSocket> {
+export function startClientTls(raw: Duplex, t: TlsClient, host: string, initial?: Uint8Array): Promise<tls.TLSSocket> {
   raw.allowHalfOpen = false; // see handshake()
+  if (initial !== undefined && initial.byteLength > 0) {
+    raw.pause();
+    raw.unshift(initial);
+  }
   const s = tls.connect({ ...clientTlsOptions(t, host), socket: raw as net.Socket });
   const done = handshake(raw, () => s, s);
   s.once("secureConnect", () => done.resolve(s));

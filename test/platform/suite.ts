@@ -663,6 +663,49 @@ export function platformSuite(name: string, p: Platform): void {
     await server.listener.close();
   });
 
+  test(`${name}: TLS after a PROXY header starts with the bytes read past the header`, SLOW, async () => {
+    const k = await pki();
+    const header = "PROXY TCP4 192.0.2.1 198.51.100.2 40000 993\r\n";
+    // how the server side splits: "more" reads until bytes past the header arrived (initial
+    // is not empty); "one-read" takes whatever the first read brought, as the driver does;
+    // "header-only" has the client wait, so initial is empty and nothing is queued
+    for (const mode of ["more", "one-read", "header-only"] as const) {
+      const headerRead = deferred<void>();
+      const server = await serve(p, async (c) => {
+        let got: Uint8Array = new Uint8Array(0);
+        for (;;) {
+          const chunk = await c.read();
+          assert.notEqual(chunk, null, "connection ended inside the PROXY header");
+          got = concat([got, chunk as Uint8Array]);
+          const end = got.indexOf(0x0a);
+          if (end < 0 || (mode === "more" && end === got.length - 1)) continue;
+          assert.equal(dec.decode(got.subarray(0, end + 1)), header);
+          const rest = got.slice(end + 1);
+          if (mode === "more") assert.ok(rest.length > 0);
+          headerRead.resolve();
+          const t = await c.startTls(serverTls(k), rest);
+          const lines = new Lines(t);
+          assert.equal(await lines.next(), "hello over TLS");
+          await t.write(enc.encode(`ok ${mode}\r\n`));
+          await t.closeWrite();
+          assert.equal(await t.read(), null);
+          t.close();
+          return;
+        }
+      });
+      const c = await p.connect(server.address, 5000);
+      await c.write(enc.encode(header));
+      if (mode === "header-only") await headerRead.promise;
+      const t = await within(10_000, `${mode}: TLS after the header`, c.startTls(clientTls(k)));
+      await t.write(enc.encode("hello over TLS\r\n"));
+      assert.equal(await within(5000, `${mode}: reply`, new Lines(t).next()), `ok ${mode}`);
+      await t.closeWrite();
+      t.close();
+      await within(5000, `${mode}: server done`, server.settled());
+      await server.listener.close();
+    }
+  });
+
   test(`${name}: implicit TLS listen and TLS connect exchange data`, SLOW, async () => {
     const k = await pki();
     const server = await echo(p, serverTls(k));
