@@ -6,12 +6,14 @@ import { existsSync, readFileSync } from "node:fs";
 import { cpus, hostname } from "node:os";
 import { dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import cluster from "node:cluster";
+import { createLogger } from "../src/log.ts";
 import { randomBytes } from "node:crypto";
 import { formatConfigError, loadConfig } from "../src/config/load.ts";
 import type { Config, ConfigResult } from "../src/config/types.ts";
 import { hashPassword } from "../src/auth/password.ts";
 import type { Platform } from "../src/platform.ts";
-import { protocolsImplemented, startPostern } from "../src/server.ts";
+import { checkTlsConfig, protocolsImplemented, startPostern } from "../src/server.ts";
 import { VERSION } from "../src/version.ts";
 
 const USAGE = `Usage: postern [-c FILE] [-t] [-v] [-h]
@@ -53,6 +55,15 @@ async function readStdin(): Promise<string> {
   return Buffer.concat(chunks).toString("utf8").replace(/\r?\n$/, "");
 }
 
+/**
+ * The user's arguments. A `bun build --compile` binary also sees its embedded entry
+ * ("/$bunfs/root/...") there when node:cluster re-executes it for a worker.
+ */
+export function userArgs(): string[] {
+  const args = process.argv.slice(2);
+  return args[0]?.startsWith("/$bunfs/") ? args.slice(1) : args;
+}
+
 export async function main(platform: Platform, argv: string[]): Promise<void> {
   if (argv[0] === "hash-password") {
     const { values } = parseArgs({ args: argv.slice(1), options: { password: { type: "string" } } });
@@ -92,24 +103,105 @@ export async function main(platform: Platform, argv: string[]): Promise<void> {
   if (!result.ok) {
     for (const e of result.errors) console.error(formatConfigError(e));
     console.error(`postern: configuration file ${file} test failed`);
-    process.exit(1);
+    process.exit(process.env.POSTERN_WORKER_ID ? FATAL_EXIT : 1);
   }
-  for (const w of result.config.warnings) console.error(`postern: [warn] ${w}`);
+  // workers load the same file again: the master has said the warnings already
+  if (!process.env.POSTERN_WORKER_ID) for (const w of result.config.warnings) console.error(`postern: [warn] ${w}`);
   const missing = result.config.servers.filter((s) => !protocolsImplemented().includes(s.protocol));
   if (missing.length) {
     for (const s of missing) console.error(`postern: [emerg] protocol "${s.protocol}" (listen ${s.listen.map((l) => l.source).join(", ")}) is not implemented yet`);
     console.error(`postern: configuration file ${file} test failed`);
     process.exit(1);
   }
+  // what this runtime's TLS stack cannot honour or load is refused here, as nginx -t refuses a bad key
+  const tls = checkTlsConfig(result.config, platform);
+  if (tls.errors.length) {
+    for (const e of tls.errors) console.error(`postern: [emerg] ${e}`);
+    console.error(`postern: configuration file ${file} test failed`);
+    process.exit(process.env.POSTERN_WORKER_ID ? FATAL_EXIT : 1);
+  }
   if (values.test) {
+    for (const n of tls.notices) console.error(`postern: [notice] ${n}`);
     console.error(`postern: the configuration file ${file} syntax is ok`);
     console.error(`postern: configuration file ${file} test is successful`);
     return;
   }
-  await run(platform, file, result.config);
+  const workers = result.config.workerProcesses;
+  if (workers > 1 && cluster.isPrimary) return runPrimary(platform, file, result.config);
+  const workerId = Number(process.env.POSTERN_WORKER_ID ?? "0");
+  await run(platform, file, result.config, { reusePort: workers > 1, serveHttp: workerId <= 1, workerId });
 }
 
-async function run(platform: Platform, file: string, config: Config): Promise<void> {
+/**
+ * worker_processes > 1: this process only watches the workers (nginx's master). Each worker runs
+ * the whole proxy on listeners shared with SO_REUSEPORT (Bun, Deno) or node:cluster (Node), and
+ * the first also serves the HTTP endpoint. Signals are passed on; a worker that dies is replaced.
+ * Docs: https://nodejs.org/api/cluster.html
+ */
+function runPrimary(platform: Platform, file: string, config: Config): void {
+  const logger = createLogger(config.errorLog, (d, l) => platform.writeLog(d, l), platform.pid());
+  // workers accept themselves instead of the primary handing connections round-robin
+  cluster.schedulingPolicy = cluster.SCHED_NONE;
+  let stopping = false;
+  const byId = new Map<number, ReturnType<typeof cluster.fork>>();
+  const spawn = (id: number) => {
+    const w = cluster.fork({ POSTERN_WORKER_ID: String(id) });
+    byId.set(id, w);
+    const started = Date.now();
+    w.on("exit", (code, signal) => {
+      byId.delete(id);
+      if (stopping || code === FATAL_EXIT) {
+        if (!stopping) logger.log("alert", `worker process ${w.process.pid} exited with fatal code ${code} and cannot be respawned`);
+        if (byId.size === 0) {
+          logger.log("notice", "exit");
+          platform.exit(stopping ? 0 : 1);
+        }
+        return;
+      }
+      // a worker that dies at once is restarted at most once a second, not in a tight loop
+      const wait = Math.max(0, 1000 - (Date.now() - started));
+      logger.log("alert", `worker process ${w.process.pid} exited on ${signal ?? `code ${code}`}, starting a new one`);
+      setTimeout(() => stopping || spawn(id), wait);
+    });
+  };
+  for (let id = 1; id <= config.workerProcesses; id++) spawn(id);
+  logger.log("notice", `postern/${VERSION} (${platform.runtime}) master started, ${config.workerProcesses} worker processes`);
+  const forward = (sig: "SIGHUP" | "SIGQUIT" | "SIGTERM") => {
+    // process.kill, not ChildProcess.kill: Deno delivers only the first ChildProcess.kill call
+    for (const w of byId.values()) if (w.process.pid) process.kill(w.process.pid, sig);
+  };
+  const stop = (sig: "SIGQUIT" | "SIGTERM") => {
+    if (stopping) return;
+    stopping = true;
+    logger.log("notice", sig === "SIGQUIT" ? "gracefully shutting down (QUIT)" : "shutting down");
+    forward(sig);
+  };
+  platform.onSignal("QUIT", () => stop("SIGQUIT"));
+  platform.onSignal("TERM", () => stop("SIGTERM"));
+  platform.onSignal("INT", () => stop("SIGTERM"));
+  platform.onSignal("HUP", () => {
+    if (stopping) return;
+    const r = load(file);
+    if (!r.ok) {
+      for (const e of r.errors) logger.log("error", `reload failed: ${formatConfigError(e)}`);
+      logger.log("error", "reload failed: keeping the running configuration");
+      return;
+    }
+    if (r.config.workerProcesses !== config.workerProcesses) logger.log("notice", "a new worker_processes takes effect after a restart");
+    forward("SIGHUP");
+  });
+}
+
+/** A worker that cannot start (bad arguments or config) exits with this, as nginx's fatal code. */
+const FATAL_EXIT = 2;
+
+interface RunOptions {
+  readonly reusePort: boolean;
+  readonly serveHttp: boolean;
+  readonly workerId: number;
+}
+
+async function run(platform: Platform, file: string, config: Config, opts: RunOptions): Promise<void> {
   let stopping = false;
   // handlers first, so a signal during start-up is not lost
   let running: Awaited<ReturnType<typeof startPostern>> | undefined;
@@ -135,9 +227,9 @@ async function run(platform: Platform, file: string, config: Config): Promise<vo
     running.reload(r.config).catch((e) => running!.logger.log("error", `reload failed: ${(e as Error).message}`));
   });
   try {
-    running = await startPostern(config, platform);
+    running = await startPostern(config, platform, opts);
   } catch (e) {
-    console.error(`postern: [emerg] ${(e as Error).message}`);
+    for (const line of (e as Error).message.split("\n")) console.error(`postern: [emerg] ${line}`);
     platform.exit(1);
   }
 }

@@ -1,5 +1,5 @@
 // Entry for Bun: one adapter, static imports only.
 import { bunPlatform } from "./bun.ts";
-import { main } from "./cli.ts";
+import { main, userArgs } from "./cli.ts";
 
-await main(bunPlatform, process.argv.slice(2));
+await main(bunPlatform, userArgs());

@@ -1,5 +1,5 @@
 // Entry for Deno: one adapter, static imports only.
 import { denoPlatform } from "./deno.ts";
-import { main } from "./cli.ts";
+import { main, userArgs } from "./cli.ts";
 
-await main(denoPlatform, process.argv.slice(2));
+await main(denoPlatform, userArgs());

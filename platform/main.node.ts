@@ -1,5 +1,5 @@
 // Entry for Node: one adapter, static imports only.
 import { nodePlatform } from "./node.ts";
-import { main } from "./cli.ts";
+import { main, userArgs } from "./cli.ts";
 
-await main(nodePlatform, process.argv.slice(2));
+await main(nodePlatform, userArgs());

@@ -8,7 +8,8 @@ import type { Config, ServerConfig } from "./config/types.ts";
 import { createHttpApp } from "./http/app.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
-import type { Conn, Listener, Platform, TlsClient, TlsServer } from "./platform.ts";
+import type { Conn, Listener, Platform, TlsClient, TlsFailure, TlsServer, TlsVersion } from "./platform.ts";
+import { parseSize } from "./config/values.ts";
 import { type DriverDeps, type LiveSession, runSession, type RuntimeServer } from "./proxy/driver.ts";
 import { imap } from "./protocol/imap/index.ts";
 import { pop3 } from "./protocol/pop3/index.ts";
@@ -23,32 +24,50 @@ export function protocolsImplemented(): string[] {
   return Object.keys(MACHINES);
 }
 
-const TLS_VERSIONS: Record<string, string> = { "TLSv1": "TLSv1", "TLSv1.1": "TLSv1.1", "TLSv1.2": "TLSv1.2", "TLSv1.3": "TLSv1.3" };
+const DEFAULT_PROTOCOLS = "TLSv1.2 TLSv1.3"; // nginx's ssl_protocols default as the loader fills it in
+const DEFAULT_CIPHERS = "HIGH:!aNULL:!MD5";
+const DEFAULT_SESSION_TIMEOUT_MS = 300_000;
+const BUILTIN_CACHE_SESSIONS = 20_480; // nginx's "builtin" without a size
+const SHARED_CACHE_BYTES_PER_SESSION = 256; // nginx: about 4000 sessions per megabyte
 
+/** ssl_session_cache as a number of sessions; undefined for off / none. */
+function sessionCacheSize(specs: readonly string[]): number | undefined {
+  let size = 0;
+  for (const spec of specs) {
+    const builtin = /^builtin(?::(\d+))?$/.exec(spec);
+    const shared = /^shared:[^:]+:(.+)$/.exec(spec);
+    if (builtin) size = Math.max(size, builtin[1] ? Number(builtin[1]) : BUILTIN_CACHE_SESSIONS);
+    else if (shared) {
+      const bytes = parseSize(shared[1]);
+      if (bytes.ok) size = Math.max(size, Math.floor(bytes.value / SHARED_CACHE_BYTES_PER_SESSION));
+    }
+  }
+  return size > 0 ? size : undefined;
+}
+
+/** The TlsServer for a server's ssl_* directives; nginx's defaults stay undefined (every runtime honours those). */
 function tlsServerFor(s: ServerConfig): TlsServer | undefined {
   if (s.sslCertificates.length === 0) return undefined;
-  const versions = s.sslProtocols.map((p) => TLS_VERSIONS[p]).filter(Boolean).sort();
-  const pass = s.sslPasswordFile?.[0];
+  const verify = s.sslVerifyClient !== "off";
   return {
     side: "server",
-    certs: s.sslCertificates.map((c) => ({ cert: c.certPem, key: c.keyPem, passphrase: pass })),
-    ca: [s.sslClientCertificate, s.sslTrustedCertificate].filter(Boolean).join("\n") || undefined,
-    requestCert: s.sslVerifyClient !== "off",
+    certs: s.sslCertificates.map((c) => ({ cert: c.certPem, key: c.keyPem })),
+    passphrases: s.sslPasswordFile,
+    ca: verify ? [s.sslClientCertificate, s.sslTrustedCertificate].filter(Boolean).join("\n") || undefined : undefined,
+    requestCert: verify || undefined,
     // the handshake accepts any certificate; the driver then answers as nginx does (certError, noCertError)
-    rejectUnauthorized: false,
-    minVersion: versions[0],
-    maxVersion: versions[versions.length - 1],
-    ciphers: s.sslCiphers,
-    ecdhCurve: s.sslEcdhCurve,
-    honorCipherOrder: s.sslPreferServerCiphers,
-    crl: s.sslCrl,
+    rejectUnauthorized: verify ? false : undefined,
+    protocols: s.sslProtocols.join(" ") === DEFAULT_PROTOCOLS ? undefined : s.sslProtocols as TlsVersion[],
+    ciphers: s.sslCiphers === DEFAULT_CIPHERS ? undefined : s.sslCiphers,
+    ecdhCurve: s.sslEcdhCurve === "auto" ? undefined : s.sslEcdhCurve,
+    honorCipherOrder: s.sslPreferServerCiphers || undefined,
+    crl: verify ? s.sslCrl : undefined,
     dhparam: s.sslDhparam,
-    verifyDepth: s.sslVerifyDepth,
-    sessionTimeoutSec: Math.round(s.sslSessionTimeout / 1000),
-    sessionTickets: s.sslSessionTickets,
-    // node:tls takes one 48-byte key; nginx's 80-byte keys are cut to the AES-128 layout
-    ticketKeys: s.sslSessionTicketKey[0]?.subarray(0, 48),
-    sessionCache: !s.sslSessionCache.every((c) => c === "off" || c === "none"),
+    verifyDepth: verify ? s.sslVerifyDepth : undefined,
+    sessionTimeoutSec: s.sslSessionTimeout === DEFAULT_SESSION_TIMEOUT_MS ? undefined : Math.max(1, Math.round(s.sslSessionTimeout / 1000)),
+    sessionTickets: s.sslSessionTickets ? undefined : false,
+    ticketKeys: s.sslSessionTicketKey.length > 0 ? s.sslSessionTicketKey : undefined,
+    sessionCacheSize: sessionCacheSize(s.sslSessionCache),
   };
 }
 
@@ -64,6 +83,64 @@ function tlsUpstreamFor(s: ServerConfig): TlsClient | undefined {
   };
 }
 
+const SERVER_DIRECTIVES: Record<string, string> = {
+  certs: "ssl_certificate",
+  keys: "ssl_certificate_key",
+  passphrases: "ssl_password_file",
+  ca: "ssl_client_certificate",
+  requestCert: "ssl_verify_client",
+  rejectUnauthorized: "ssl_verify_client",
+  protocols: "ssl_protocols",
+  ciphers: "ssl_ciphers",
+  ecdhCurve: "ssl_ecdh_curve",
+  honorCipherOrder: "ssl_prefer_server_ciphers",
+  crl: "ssl_crl",
+  dhparam: "ssl_dhparam",
+  verifyDepth: "ssl_verify_depth",
+  sessionTimeoutSec: "ssl_session_timeout",
+  sessionTickets: "ssl_session_tickets",
+  ticketKeys: "ssl_session_ticket_key",
+  sessionCacheSize: "ssl_session_cache",
+};
+
+const CLIENT_DIRECTIVES: Record<string, string> = {
+  serverName: "proxy_ssl_name",
+  ca: "proxy_ssl_trusted_certificate",
+  verify: "proxy_ssl_verify",
+  cert: "proxy_ssl_certificate",
+  key: "proxy_ssl_certificate_key",
+};
+
+export interface TlsReport {
+  /** Directives this runtime cannot honour, or material it cannot load: start-up fails. */
+  readonly errors: string[];
+  /** Directives honoured in part, as documented. */
+  readonly notices: string[];
+}
+
+/** What the runtime says about every server's TLS, in nginx's terms (directive, file, server). */
+export function checkTlsConfig(config: Config, platform: Platform): TlsReport {
+  const errors: string[] = [];
+  const notices: string[] = [];
+  config.servers.forEach((s, i) => {
+    const where = `(mail.servers[${i}], listen ${s.listen.map((l) => l.source).join(", ")})`;
+    const server = tlsServerFor(s);
+    const upstream = tlsUpstreamFor(s);
+    for (const [t, names] of [[server, SERVER_DIRECTIVES], [upstream, CLIENT_DIRECTIVES]] as const) {
+      if (t === undefined) continue;
+      for (const p of platform.checkTls(t)) {
+        const directive = names[p.option] ?? p.option;
+        const pair = p.index === undefined ? undefined : s.sslCertificates[p.index];
+        const file = pair === undefined ? "" : ` "${p.option === "keys" ? pair.certificateKey : pair.certificate}"`;
+        if (p.kind === "partial") notices.push(`${directive} on ${platform.runtime}: ${p.why} ${where}`);
+        else if (p.kind === "unsupported") errors.push(`${directive} is not supported on ${platform.runtime}: ${p.why} ${where}`);
+        else errors.push(`${directive}${file} cannot be used: ${p.why} ${where}`);
+      }
+    }
+  });
+  return { errors: [...new Set(errors)], notices: [...new Set(notices)] };
+}
+
 interface Built {
   readonly config: Config;
   readonly logger: Logger;
@@ -77,8 +154,11 @@ function listenKey(host: string, port: number): string {
 }
 
 function build(config: Config, platform: Platform): Built {
+  const tls = checkTlsConfig(config, platform);
+  if (tls.errors.length > 0) throw new Error(tls.errors.join("\n"));
   const sink = (dest: string, line: string) => platform.writeLog(dest, line);
   const logger = createLogger(config.errorLog, sink, platform.pid());
+  for (const n of tls.notices) logger.log("notice", n);
   const builtin = createBuiltinAuth(config.auth, platform.scrypt);
   const servers = new Map<string, RuntimeServer>();
   const serverLoggers = new Map<string, Logger>();
@@ -130,7 +210,15 @@ function tlsFingerprint(rs: RuntimeServer): string {
   return JSON.stringify(t);
 }
 
-export async function startPostern(config: Config, platform: Platform): Promise<Running> {
+export interface StartOptions {
+  /** Several processes share the listeners (worker_processes). */
+  readonly reusePort?: boolean;
+  /** Only one process serves the HTTP endpoint. */
+  readonly serveHttp?: boolean;
+  readonly workerId?: number;
+}
+
+export async function startPostern(config: Config, platform: Platform, opts: StartOptions = {}): Promise<Running> {
   let built = build(config, platform);
   const metrics = createMetrics(Date.now());
   const sessions = new Set<LiveSession>();
@@ -152,17 +240,32 @@ export async function startPostern(config: Config, platform: Platform): Promise<
         .catch((e) => entry.logger.log("error", `session crashed: ${e}`))
         .finally(() => sessions.size === 0 && drained?.());
     };
+    // an implicit-TLS handshake that fails never becomes a session: logged as nginx does
+    const onTlsFailure = (f: TlsFailure) => {
+      const ctx = { sid: ++sid, proto: entry.current.machine.name, client: f.remote.host, server: `${f.local.host}:${f.local.port}`, action: "SSL handshaking" };
+      if (/no handshake within/.test(f.error)) entry.logger.log("info", "client timed out", ctx);
+      else entry.logger.log("info", `SSL_do_handshake() failed (${f.error})`, ctx);
+    };
     entry.listener = await platform.listen(
-      { host: l.host, port: l.port, backlog: l.backlog, ipv6Only: l.ipv6only, keepAlive: l.soKeepalive },
+      {
+        host: l.host,
+        port: l.port,
+        backlog: l.backlog,
+        ipv6Only: l.ipv6only,
+        keepAlive: l.soKeepalive,
+        reusePort: opts.reusePort,
+        handshakeTimeoutMs: rs.compiled.config.timeout,
+      },
       onConn,
       // with proxy_protocol the header comes in clear before the TLS handshake: the driver starts TLS
       l.ssl && !l.proxyProtocol ? rs.tlsServer : undefined,
+      onTlsFailure,
     );
     open.set(key, entry);
   }
 
   async function applyHttp(cfg: Config): Promise<void> {
-    const at = cfg.http.listen;
+    const at = opts.serveHttp === false ? undefined : cfg.http.listen;
     const key = at ? listenKey(at.host, at.port) : "";
     if (key === httpKey) return;
     if (http) await http.close();
@@ -175,7 +278,8 @@ export async function startPostern(config: Config, platform: Platform): Promise<
 
   for (const [key, rs] of built.servers) await openListener(key, rs, built.serverLoggers.get(key)!);
   await applyHttp(config);
-  built.logger.log("notice", `postern/${VERSION} (${platform.runtime}) started, ${open.size} mail listener(s)`);
+  const who = opts.workerId ? `worker ${opts.workerId}` : "started";
+  built.logger.log("notice", `postern/${VERSION} (${platform.runtime}) ${who}, ${open.size} mail listener(s)`);
 
   return {
     get logger() {
@@ -193,7 +297,9 @@ export async function startPostern(config: Config, platform: Platform): Promise<
       const nb = build(next, platform);
       for (const [key, o] of open) {
         const rs = nb.servers.get(key);
-        if (!rs || rs.listen.ssl !== o.ssl || tlsFingerprint(rs) !== o.tlsFingerprint) {
+        // "ssl proxy_protocol" handshakes in the driver, plain "ssl" in the listener: a switch reopens
+        const tlsMoved = rs !== undefined && rs.listen.ssl && rs.listen.proxyProtocol !== o.current.listen.proxyProtocol;
+        if (!rs || rs.listen.ssl !== o.ssl || tlsFingerprint(rs) !== o.tlsFingerprint || tlsMoved) {
           await o.listener.close();
           open.delete(key);
         }

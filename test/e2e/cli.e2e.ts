@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { connectClient, within } from "../support/line-client.ts";
 import { startMockBackend, imapBackend } from "../support/mock-backend.ts";
-import { freePorts } from "../support/ports.ts";
+import { freePorts, waitFor } from "../support/ports.ts";
 import { runPostern, startPostern, targets } from "../support/postern.ts";
 
 for (const target of targets()) {
@@ -121,6 +121,41 @@ ${extra}`;
     } finally {
       await p.stop().catch(() => {});
       await backend.close();
+    }
+  });
+
+  test(`${target}: worker_processes 2 shares the listener between two processes, reloads both and stops both`, async () => {
+    const [port, http] = await freePorts(2);
+    const p = await startPostern(target, `
+worker_processes: 2
+http: { listen: 127.0.0.1:${http} }
+mail:
+  servers:
+    - { listen: [127.0.0.1:${port}], protocol: imap }
+`);
+    try {
+      await p.waitForLog(/worker 2, 1 mail listener/, 15_000);
+      await p.waitForLog(/worker 1, 1 mail listener/, 15_000);
+      const pids = new Set<string>();
+      // SO_REUSEPORT spreads by connection hash: a few dozen connections reach both workers
+      for (let i = 0; i < 40 && pids.size < 2; i++) {
+        const c = await connectClient(port);
+        await c.expect(/ready\r\n/);
+        c.destroy();
+        const seen = i + 1;
+        await waitFor(() => (p.logs().match(/ connected to /g) ?? []).length >= seen, "the connection's log line");
+        for (const m of p.logs().matchAll(/ (\d+)#0: \*\d+ client 127\.0\.0\.2:\d+ connected/g)) pids.add(m[1]);
+      }
+      assert.equal(pids.size, 2, `connections went to ${[...pids].join(", ")}`);
+      const mark = p.logs().length;
+      p.signal("SIGHUP");
+      await waitFor(() => (p.logs().slice(mark).match(/reconfigured/g) ?? []).length >= 2, "both workers to reload");
+      assert.doesNotMatch(p.logs(), /exited on/);
+      p.signal("SIGQUIT");
+      const st = await within(p.exited, 15_000, "exit after QUIT");
+      assert.equal(st.code, 0);
+    } finally {
+      await p.stop().catch(() => {});
     }
   });
 }
