@@ -166,7 +166,7 @@ function build(config: Config, platform: Platform): Built {
     const machine = MACHINES[s.protocol];
     if (!machine) throw new Error(`protocol "${s.protocol}" is not implemented yet`);
     const compiled = machine.compile(s);
-    const auth = s.authHttp === "builtin" ? builtin : createHttpAuth(s.authHttp, s.authHttpHeader, s.authHttpTimeout, platform.fetch);
+    const auth = s.authHttp === "builtin" ? builtin : createHttpAuth(s.authHttp, s.authHttpHeader, s.authHttpTimeout, { fetch: platform.fetch, connect: (to, ms) => platform.connect(to, ms) });
     for (const l of s.listen) {
       const key = listenKey(l.host, l.port);
       servers.set(key, {
