@@ -12,7 +12,7 @@
 //   https://nodejs.org/api/dns.html#class-dnspromisesresolver (node:dns in Bun)
 //   https://bun.com/docs/runtime/nodejs-compat         (node:crypto scrypt, node:tls checkServerIdentity)
 
-import { constants as cryptoConstants, scrypt as nodeScrypt } from "node:crypto";
+import { scrypt as nodeScrypt } from "node:crypto";
 import { Resolver } from "node:dns/promises";
 import { appendFileSync } from "node:fs";
 import { isIP } from "node:net";
@@ -27,11 +27,23 @@ import type {
   RelayHandle,
   RelayOpts,
   TlsClient,
+  TlsFailure,
   TlsInfo,
+  TlsProblem,
   TlsServer,
 } from "../src/platform.ts";
-import { SocketConn, startClientTls, startServerTls } from "./node-socket.ts";
-import { tlsInfoOf, type TlsPeer } from "./node-tls.ts";
+import { asVerifyError, SocketConn, startClientTls, startServerTls } from "./node-socket.ts";
+import {
+  commonClientProblems,
+  commonServerProblems,
+  contextProblems,
+  NGINX_CIPHERS,
+  messageOf,
+  prepareServer,
+  secureOptionsFor,
+  tlsInfoOf,
+  type TlsPeer,
+} from "./node-tls.ts";
 import { type Direction, pumpConn, RelayControl } from "./relay-control.ts";
 import { bridgeStream } from "./tls-bridge.ts";
 
@@ -57,35 +69,53 @@ const DNS_TRIES = 2;
 // ---------------------------------------------------------------------------
 // TCP and TLS: the Conn
 
-const TLS_VERSIONS = ["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"];
-const NO_VERSION_FLAGS = [
-  cryptoConstants.SSL_OP_NO_TLSv1,
-  cryptoConstants.SSL_OP_NO_TLSv1_1,
-  cryptoConstants.SSL_OP_NO_TLSv1_2,
-  cryptoConstants.SSL_OP_NO_TLSv1_3,
-];
+// What Bun's TLS (BoringSSL) honours, seen with Bun 1.4.5 (see the e2e tests):
+//   native Bun.listen({tls}) / upgradeTLS: several cert/key pairs, ca + requestCert,
+//     ciphers, and through secureOptions the protocol set, ssl_prefer_server_ciphers and
+//     ssl_session_tickets off. No curves, CRL or session timeout.
+//   Bun's node:tls: the same plus ecdhCurve, crl and sessionTimeout, and the client's whole
+//     certificate chain (ssl_verify_depth); so a TlsServer that sets one of those runs on
+//     node:tls over the native socket (tls-bridge.ts), for implicit TLS and STARTTLS alike.
+//   Neither: DH parameters (BoringSSL has no DHE suites), ticket keys (setTicketKeys is not
+//     implemented), a server-side session cache (no newSession/resumeSession events).
 
-/** Bun's TLSOptions has no minVersion/maxVersion: the SSL_OP_NO_* flags say the same. */
-function versionFlags(min?: string, max?: string): number | undefined {
-  const lo = min === undefined ? 0 : TLS_VERSIONS.indexOf(min);
-  const hi = max === undefined ? TLS_VERSIONS.length - 1 : TLS_VERSIONS.indexOf(max);
-  if (lo < 0 || hi < 0) throw new Error(`Cannot use TLS protocol bounds "${min}".."${max}": unknown version`);
-  let flags = 0;
-  for (let i = 0; i < TLS_VERSIONS.length; i++) if (i < lo || i > hi) flags |= NO_VERSION_FLAGS[i] ?? 0;
-  return flags === 0 ? undefined : flags;
+/**
+ * Whether native TLS can run this TlsServer; otherwise node:tls over the socket does. A native
+ * socket shows only the client's leaf certificate, not the chain ssl_verify_depth is counted on.
+ */
+function nativeTlsCan(t: TlsServer): boolean {
+  return t.ecdhCurve === undefined && t.crl === undefined && t.sessionTimeoutSec === undefined && t.verifyDepth === undefined;
+}
+
+function checkTls(t: TlsServer | TlsClient): TlsProblem[] {
+  if (t.side === "client") return commonClientProblems(t);
+  const out = [...commonServerProblems(t), ...contextProblems(t)];
+  if (t.dhparam !== undefined) {
+    out.push({ option: "dhparam", kind: "unsupported", why: "its TLS stack (BoringSSL) has no DHE cipher suites; remove ssl_dhparam (ECDHE is used)" });
+  }
+  if (t.ticketKeys !== undefined && t.ticketKeys.length > 0) {
+    out.push({ option: "ticketKeys", kind: "unsupported", why: "its TLS stack cannot be given session ticket keys (tickets use a key made at start-up)" });
+  }
+  if (t.sessionCacheSize) {
+    out.push(
+      t.sessionTickets === false
+        ? { option: "sessionCacheSize", kind: "unsupported", why: "its TLS stack keeps no server-side session cache, and with ssl_session_tickets off no session could resume" }
+        : { option: "sessionCacheSize", kind: "partial", why: "its TLS stack keeps no server-side session cache; sessions resume through session tickets" },
+    );
+  }
+  return out;
 }
 
 function serverTls(t: TlsServer): TLSOptions {
-  if (t.certs.length === 0) throw new Error("Cannot start TLS server: no certificate configured");
   return {
     cert: t.certs.map((c) => c.cert),
-    key: t.certs.map((c) => c.key),
-    passphrase: t.certs.find((c) => c.passphrase !== undefined)?.passphrase,
-    ca: t.ca,
+    key: [...prepareServer(t).keys], // decrypted with ssl_password_file
+    // asking with no CA configured (optional_no_ca) must not trust the public roots
+    ca: t.ca ?? (t.requestCert ? [] : undefined),
     requestCert: t.requestCert ?? false,
     rejectUnauthorized: t.requestCert ? (t.rejectUnauthorized ?? true) : false,
-    ciphers: t.ciphers,
-    secureOptions: versionFlags(t.minVersion, t.maxVersion),
+    ciphers: t.ciphers ?? NGINX_CIPHERS,
+    secureOptions: secureOptionsFor(t),
   };
 }
 
@@ -102,7 +132,7 @@ function clientTls(t: TlsClient, host: string): TLSOptions {
 
 /** What the handshake handler decides: drop the session, or hand it on with this TlsInfo. */
 type TlsPolicy =
-  | { side: "server"; mustVerify: boolean }
+  | { side: "server"; mustVerify: boolean; tls: TlsServer }
   | { side: "client"; verify: boolean; name: string };
 
 /**
@@ -113,6 +143,9 @@ type TlsPolicy =
 function judgeHandshake(s: Socket<BunConn>, policy: TlsPolicy, ok: boolean, err: Error | null): Error | undefined {
   const chainOk = ok && err === null && s.authorized;
   if (policy.side === "server") {
+    // `ok` false: the handshake itself failed (garbage, a peer gone); `err` with `ok` true is
+    // the client certificate's verification result, judged later by the core
+    if (!ok) return err ?? new Error("Cannot start TLS: handshake failed");
     return policy.mustVerify && !chainOk ? (err ?? new Error("Client certificate rejected")) : undefined;
   }
   if (!policy.verify) return undefined;
@@ -148,19 +181,21 @@ class BunConn implements Conn {
   #finSent = false;
   #error: Error | undefined;
   #handshake: { policy: TlsPolicy; resolve: () => void; reject: (e: Error) => void } | undefined;
+  #successor: BunConn | undefined; // the TLS side after upgradeTLS
 
   bind(s: Socket<BunConn>, at?: ListenAt): void {
     this.sock = s;
-    this.remote = { host: s.remoteAddress, port: s.remotePort };
-    this.local = { host: s.localAddress, port: s.localPort };
+    // a peer that is already gone when the open callback runs leaves these undefined
+    this.remote = { host: s.remoteAddress ?? "", port: s.remotePort ?? 0 };
+    this.local = { host: s.localAddress ?? "", port: s.localPort ?? 0 };
     s.setNoDelay(true); // line protocols: never hold a short reply back (Nagle)
     if (at?.keepAlive) s.setKeepAlive(true);
   }
 
   /** Resolves once the TLS handshake is done and accepted by `policy`; rejects and drops the socket otherwise. */
-  awaitHandshake(policy: TlsPolicy): Promise<void> {
+  awaitHandshake(policy: TlsPolicy, timeoutMs = TLS_HANDSHAKE_TIMEOUT_MS): Promise<void> {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => this.onHandshakeFailed(new Error("Cannot start TLS: no handshake in time")), TLS_HANDSHAKE_TIMEOUT_MS);
+      const timer = setTimeout(() => this.onHandshakeFailed(new Error(`Cannot start TLS: no handshake within ${timeoutMs} ms`)), timeoutMs);
       this.#handshake = {
         policy,
         resolve: () => {
@@ -183,11 +218,16 @@ class BunConn implements Conn {
     if (refused !== undefined) {
       this.#closed = true;
       this.sock.terminate();
-      h.reject(refused);
+      h.reject(h.policy.side === "client" ? asVerifyError(refused) as Error : refused);
       return;
     }
-    this.tlsInfo = tlsInfoOf(this.sock as unknown as TlsPeer);
+    this.tlsInfo = tlsInfoOf(this.sock as unknown as TlsPeer, h.policy.side === "server" ? h.policy.tls : undefined);
     h.resolve();
+  }
+
+  /** Ends a handshake still going on; a finished one is left alone. */
+  abortHandshake(err: Error): void {
+    if (this.#handshake !== undefined) this.onHandshakeFailed(err);
   }
 
   onHandshakeFailed(err: Error): void {
@@ -346,6 +386,8 @@ class BunConn implements Conn {
   }
 
   close(): void {
+    // closing a connection whose STARTTLS handshake is still going on ends that handshake
+    if (this.#upgraded) this.#successor?.abortHandshake(new Error("Cannot start TLS: connection closed"));
     if (this.#closed) return;
     this.#closed = true;
     this.#ended = true;
@@ -373,15 +415,21 @@ class BunConn implements Conn {
    * starts with `initial` and goes on with the unread bytes; upgradeTLS cannot be given
    * bytes already read, so unless there are none, node:tls runs over this Conn instead.
    */
-  async startTls(t: TlsServer | TlsClient, initial?: Uint8Array): Promise<Conn> {
+  async startTls(t: TlsServer | TlsClient, initial?: Uint8Array, timeoutMs?: number): Promise<Conn> {
     if (this.#closed || this.#upgraded) throw new Error("Cannot start TLS: connection closed");
     await this.flushed();
-    if (initial !== undefined && (initial.byteLength > 0 || this.#queue.length > 0)) {
+    const viaNode = t.side === "server" && !nativeTlsCan(t);
+    if (viaNode || (initial !== undefined && (initial.byteLength > 0 || this.#queue.length > 0))) {
+      if (initial === undefined) {
+        // STARTTLS: bytes read but not consumed are plaintext sent after the command: dropped
+        this.#queue = [];
+        this.#queued = 0;
+      }
       const { duplex, bridge } = bridgeStream(this); // reads the queue first, then the socket
       const secure = t.side === "server"
-        ? await startServerTls(duplex, t, initial)
+        ? await startServerTls(duplex, t, initial, timeoutMs)
         : await startClientTls(duplex, t, this.remote.host, initial);
-      return new SocketConn(secure, { remote: this.remote, local: this.local }, tlsInfoOf(secure), bridge);
+      return new SocketConn(secure, { remote: this.remote, local: this.local }, tlsInfoOf(secure, t.side === "server" ? t : undefined), bridge);
     }
     const next = new BunConn();
     next.remote = this.remote;
@@ -396,9 +444,10 @@ class BunConn implements Conn {
       this.sock.resume();
     }
     const policy: TlsPolicy = t.side === "server"
-      ? { side: "server", mustVerify: (t.requestCert ?? false) && (t.rejectUnauthorized ?? true) }
+      ? { side: "server", mustVerify: (t.requestCert ?? false) && (t.rejectUnauthorized ?? true), tls: t }
       : { side: "client", verify: t.verify, name: t.serverName ?? this.remote.host };
-    const handshake = next.awaitHandshake(policy);
+    this.#successor = next;
+    const handshake = next.awaitHandshake(policy, timeoutMs);
     this.sock.upgradeTLS<BunConn>({
       data: next,
       tls: t.side === "server" ? serverTls(t) : clientTls(t, this.remote.host),
@@ -427,20 +476,23 @@ const TLS_HANDLERS: SocketHandler<BunConn> = {
 // ---------------------------------------------------------------------------
 // TCP and TLS: listen, connect
 
-function listen(at: ListenAt, onConn: (c: Conn) => void, t?: TlsServer): Promise<Listener> {
-  return new Promise((resolve) => resolve(listenNow(at, onConn, t))); // a throw (EADDRINUSE) rejects
+function listen(at: ListenAt, onConn: (c: Conn) => void, t?: TlsServer, onTlsFailure?: (f: TlsFailure) => void): Promise<Listener> {
+  return new Promise((resolve) => resolve(listenNow(at, onConn, t, onTlsFailure))); // a throw (EADDRINUSE) rejects
 }
 
-function listenNow(at: ListenAt, onConn: (c: Conn) => void, t?: TlsServer): Listener {
+function listenNow(at: ListenAt, onConn: (c: Conn) => void, t?: TlsServer, onTlsFailure?: (f: TlsFailure) => void): Listener {
   const mustVerify = t !== undefined && (t.requestCert ?? false) && (t.rejectUnauthorized ?? true);
-  const socket: SocketHandler<BunConn> = t === undefined
+  const native = t !== undefined && nativeTlsCan(t) ? t : undefined;
+  const failed = (c: BunConn) => (err: unknown) => onTlsFailure?.({ remote: c.remote, local: c.local, error: messageOf(err) });
+  const socket: SocketHandler<BunConn> = native === undefined
     ? {
       ...HANDLERS,
       open: (s) => {
         const c = new BunConn();
         s.data = c;
         c.bind(s, at);
-        onConn(c);
+        if (t === undefined) onConn(c);
+        else c.startTls(t, new Uint8Array(0), at.handshakeTimeoutMs).then(onConn, failed(c)); // node:tls over the socket
       },
     }
     : {
@@ -449,7 +501,8 @@ function listenNow(at: ListenAt, onConn: (c: Conn) => void, t?: TlsServer): List
         const c = new BunConn();
         s.data = c;
         c.bind(s, at);
-        c.awaitHandshake({ side: "server", mustVerify }).then(() => onConn(c), () => {}); // a failed handshake only drops that socket
+        // a failed handshake only drops that socket
+        c.awaitHandshake({ side: "server", mustVerify, tls: native }, at.handshakeTimeoutMs).then(() => onConn(c), failed(c));
       },
       handshake: (s, ok, err) => s.data.onHandshake(ok, err),
     };
@@ -457,7 +510,7 @@ function listenNow(at: ListenAt, onConn: (c: Conn) => void, t?: TlsServer): List
     hostname: at.host,
     port: at.port,
     allowHalfOpen: true,
-    tls: t === undefined ? undefined : serverTls(t),
+    tls: native === undefined ? undefined : serverTls(native),
     socket,
     ...(at.reusePort ? { reusePort: true } : {}), // not in bun-types, honoured by Bun (RUNTIMES.md)
     ...(at.ipv6Only ? { ipv6Only: true } : {}),
@@ -694,6 +747,7 @@ function onSignal(name: "HUP" | "QUIT" | "TERM" | "INT", fn: () => void): void {
 
 export const bunPlatform: Platform = {
   runtime: "bun",
+  checkTls,
   listen,
   connect,
   relay,

@@ -1,12 +1,12 @@
 // Platform adapter for Deno (2.x): Deno.listen / Deno.connect with read/write loops,
-// Deno.listenTls / Deno.startTls for TLS, Deno.serve for HTTP, Deno.resolveDns.
+// Deno.startTls for client TLS, node:tls over the native conn for server TLS, Deno.serve
+// for HTTP, Deno.resolveDns.
 //
 // Where Deno has no native API the adapter uses node:tls (which Deno implements):
 //   - server-side STARTTLS: Deno.startTls is client-only, so node:tls runs over a small
 //     Duplex bridge around the native Deno.Conn (listeners stay native Deno.listen);
-//   - implicit-TLS listeners that ask for client certificates or set more than one
-//     cert/key pair, a passphrase, ciphers, curves or protocol bounds (Deno.listenTls
-//     takes one cert/key and nothing else): Deno.listen plus the same bridge;
+//   - implicit-TLS listeners: Deno.listen plus the same bridge (Deno.listenTls takes one
+//     cert/key and nothing else, and leaks the socket of a failed handshake);
 //   - client TLS with verification off or with a client certificate.
 // Those sessions are SocketConns (node-socket.ts) over a Duplex bridge (tls-bridge.ts,
 // which also documents workarounds for Deno's node:tls losing FINs); the relay copes
@@ -22,6 +22,7 @@
 
 import { scrypt as nodeScrypt } from "node:crypto";
 import * as dgram from "node:dgram";
+import * as nodeTls from "node:tls";
 import type {
   Address,
   Conn,
@@ -31,16 +32,29 @@ import type {
   RelayHandle,
   RelayOpts,
   TlsClient,
+  TlsFailure,
   TlsInfo,
+  TlsProblem,
   TlsServer,
 } from "../src/platform.ts";
+import { TlsVerifyError } from "../src/platform.ts";
+import { pickPair, scanClientHello } from "./client-hello.ts";
 import {
   SocketConn,
   startClientTls,
   startServerTls,
   TLS_HANDSHAKE_TIMEOUT_MS,
 } from "./node-socket.ts";
-import { tlsInfoOf } from "./node-tls.ts";
+import {
+  commonClientProblems,
+  commonServerProblems,
+  contextProblems,
+  messageOf,
+  prepareServer,
+  tlsInfoOf,
+  versionsOf,
+  x509Reason,
+} from "./node-tls.ts";
 import { bridgeStream, type ByteStream } from "./tls-bridge.ts";
 import { type Direction, pumpConn, RelayControl } from "./relay-control.ts";
 
@@ -49,6 +63,31 @@ import { type Direction, pumpConn, RelayControl } from "./relay-control.ts";
 
 if (typeof (globalThis as { Deno?: unknown }).Deno === "undefined" || typeof (globalThis as { Bun?: unknown }).Bun !== "undefined") {
   throw new Error("Cannot load platform/deno.ts: this is not Deno (use the adapter for this runtime)");
+}
+
+// ---------------------------------------------------------------------------
+// node:tls workaround (Deno 2.9.6)
+//
+// TLSSocket.prototype._start calls this._handle.start() and then reads
+// this._handle._flushEncOut; start() can destroy the socket at once (bytes already buffered
+// that fail the handshake: garbage instead of a ClientHello, a peer already gone), and the
+// TypeError that follows is thrown from a nextTick: it would end the process. The socket is
+// already destroyed with the real error by then, so nothing is lost by swallowing it.
+
+{
+  const proto = nodeTls.TLSSocket.prototype as unknown as { _start(this: StartSelf): void };
+  type StartSelf = { _handle: unknown; destroyed: boolean; destroy(e?: Error): void };
+  const start = proto._start;
+  if (typeof start === "function") {
+    proto._start = function (this: StartSelf): void {
+      try {
+        start.call(this);
+      } catch (err) {
+        if (this._handle) throw err;
+        if (!this.destroyed) this.destroy(new Error("TLS handshake failed"));
+      }
+    };
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -149,7 +188,7 @@ class DenoConn implements Conn {
   }
 
   /** `initial`: bytes the caller read that belong to the TLS stream (after a PROXY header). */
-  async startTls(t: TlsServer | TlsClient, initial?: Uint8Array): Promise<Conn> {
+  async startTls(t: TlsServer | TlsClient, initial?: Uint8Array, timeoutMs = TLS_HANDSHAKE_TIMEOUT_MS): Promise<Conn> {
     if (this.#reading) throw new Error("Cannot start TLS: a read is pending");
     if (this.#isTls) throw new Error("Cannot start TLS: the connection already uses TLS");
     const raw = await this.take();
@@ -159,21 +198,80 @@ class DenoConn implements Conn {
       const hostname = t.serverName ?? this.remote.host;
       const conn = await Deno.startTls(raw as Deno.TcpConn, { hostname, caCerts: t.ca !== undefined ? [t.ca] : undefined });
       try {
-        await withTimeout(conn.handshake(), TLS_HANDSHAKE_TIMEOUT_MS, "Cannot start TLS: no handshake in time");
+        await withTimeout(conn.handshake(), timeoutMs, "Cannot start TLS: no handshake in time");
       } catch (err) {
         conn.close();
-        throw err;
+        throw asRustlsVerifyError(err);
       }
       return new DenoConn(conn, true, { verified: true }); // Deno exposes no peer certificate
     }
     // node:tls over the native conn (tls-bridge.ts); nothing was read ahead, so nothing to drop
-    const { duplex, bridge } = bridgeStream(nativeStream(raw));
+    const stream = nativeStream(raw);
+    if (t.side === "server" && t.certs.length > 1) {
+      // rustls serves one pair: read the ClientHello, pick the pair it calls for, replay it
+      const peeked = await withTimeout(peekClientHello(stream, initial ?? new Uint8Array(0)), timeoutMs, "Cannot start TLS: no ClientHello in time")
+        .catch((err) => {
+          stream.close();
+          throw err;
+        });
+      t = singlePair(t, pickPair(prepareServer(t).keyTypes, peeked.sigalgs));
+      initial = peeked.bytes;
+    }
+    const { duplex, bridge } = bridgeStream(stream);
     const secure = t.side === "server"
-      ? await startServerTls(duplex, t, initial)
+      ? await startServerTls(duplex, t, initial, timeoutMs)
       : await startClientTls(duplex, t, this.remote.host, initial);
-    return new SocketConn(secure, at, tlsInfoOf(secure), bridge);
+    // rustls's verification errors reach node:tls coarsely: ask the chain for OpenSSL's
+    return new SocketConn(secure, at, tlsInfoOf(secure, t.side === "server" ? t : undefined, { diagnose: true }), bridge);
   }
 }
+
+/** Reads until the ClientHello is whole (or cannot be one: then TLS fails on it as it would anyway). */
+async function peekClientHello(stream: ByteStream, first: Uint8Array): Promise<{ bytes: Uint8Array; sigalgs?: readonly number[] }> {
+  let bytes = first;
+  for (;;) {
+    const scan = scanClientHello(bytes);
+    if (scan.kind === "done") return { bytes, sigalgs: scan.sigalgs };
+    if (scan.kind === "invalid") return { bytes };
+    const chunk = await stream.read();
+    if (chunk === null) return { bytes };
+    const next = new Uint8Array(bytes.length + chunk.length);
+    next.set(bytes);
+    next.set(chunk, bytes.length);
+    bytes = next;
+  }
+}
+
+const SINGLE_PAIRS = new WeakMap<TlsServer, TlsServer[]>();
+
+/** The TlsServer with only pair `i` (kept, so its node:tls context is made once). */
+function singlePair(t: TlsServer, i: number): TlsServer {
+  let list = SINGLE_PAIRS.get(t);
+  if (list === undefined) {
+    list = t.certs.map((c) => ({ ...t, certs: [c] }));
+    SINGLE_PAIRS.set(t, list);
+  }
+  return list[i];
+}
+
+/** Deno.startTls reports a bad certificate as "invalid peer certificate: UnknownIssuer" and the like. */
+function asRustlsVerifyError(err: unknown): unknown {
+  const text = messageOf(err);
+  if (!/invalid peer certificate/i.test(text)) return err;
+  const code = RUSTLS_CERT_ERRORS.find(([re]) => re.test(text))?.[1] ?? "CERT_REJECTED";
+  return new TlsVerifyError(code, `${x509Reason(code)} (${text})`);
+}
+
+/** rustls CertificateError texts and the OpenSSL error each corresponds to. */
+const RUSTLS_CERT_ERRORS: readonly [RegExp, string][] = [
+  [/UnknownIssuer/, "UNABLE_TO_GET_ISSUER_CERT_LOCALLY"],
+  [/NotValidForName|not valid for name/i, "HOSTNAME_MISMATCH"],
+  [/Expired|expired/, "CERT_HAS_EXPIRED"],
+  [/NotValidYet|not valid yet/i, "CERT_NOT_YET_VALID"],
+  [/BadSignature|bad signature/i, "CERT_SIGNATURE_FAILURE"],
+  [/Revoked|revoked/, "CERT_REVOKED"],
+  [/InvalidPurpose|purpose/i, "INVALID_PURPOSE"],
+];
 
 /** The native conn as the byte stream under node:tls. */
 function nativeStream(conn: Deno.Conn): ByteStream {
@@ -206,12 +304,31 @@ function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> 
 // ---------------------------------------------------------------------------
 // TCP and TLS: listen, connect
 
-/** Deno.listenTls takes one cert/key pair and no other option. */
-function nativeTlsCan(t: TlsServer): boolean {
-  return t.certs.length === 1 && t.certs[0].passphrase === undefined && !t.requestCert &&
-    t.ciphers === undefined && t.ecdhCurve === undefined &&
-    (t.minVersion === undefined || t.minVersion === "TLSv1" || t.minVersion === "TLSv1.1" || t.minVersion === "TLSv1.2") &&
-    (t.maxVersion === undefined || t.maxVersion === "TLSv1.3"); // rustls speaks TLS 1.2 and 1.3 only
+// What Deno's TLS (rustls, under Deno's node:tls) honours, seen with
+// Deno 2.9.6 (see the e2e tests): one cert/key pair per handshake (several are served by
+// peeking at the ClientHello, above), TLSv1.2 and TLSv1.3 and bounds between them, client
+// certificates verified against the CAs. Not: cipher lists, curves, server cipher order, DH
+// parameters, CRLs, session timeout, ticket keys or turning tickets off (Deno's node:tls
+// ignores those options without a word, so they are refused here).
+
+function checkTls(t: TlsServer | TlsClient): TlsProblem[] {
+  if (t.side === "client") return commonClientProblems(t);
+  const out = [...commonServerProblems(t), ...contextProblems(t)];
+  const no = (option: string, why: string) => out.push({ option, kind: "unsupported", why });
+  const old = versionsOf(t).filter((v) => v === "TLSv1" || v === "TLSv1.1");
+  if (old.length > 0) no("protocols", `its TLS stack (rustls) speaks TLSv1.2 and TLSv1.3 only, not ${old.join(" ")}`);
+  if (t.ciphers !== undefined) no("ciphers", "its TLS stack (rustls) has a fixed list of AEAD cipher suites, all within nginx's default HIGH:!aNULL:!MD5; remove ssl_ciphers");
+  if (t.ecdhCurve !== undefined) no("ecdhCurve", "its TLS stack (rustls) has a fixed list of key exchange groups; use auto");
+  if (t.honorCipherOrder) no("honorCipherOrder", "its TLS stack (rustls) follows the client's cipher order");
+  if (t.dhparam !== undefined) no("dhparam", "its TLS stack (rustls) has no DHE cipher suites; remove ssl_dhparam (ECDHE is used)");
+  if (t.crl !== undefined) no("crl", "its TLS stack cannot be given a CRL for client certificates");
+  if (t.sessionTimeoutSec !== undefined) no("sessionTimeoutSec", "its TLS stack has a fixed session lifetime");
+  if (t.sessionTickets === false) no("sessionTickets", "its TLS stack always issues session tickets");
+  if (t.ticketKeys !== undefined && t.ticketKeys.length > 0) no("ticketKeys", "its TLS stack cannot be given session ticket keys");
+  if (t.sessionCacheSize) {
+    out.push({ option: "sessionCacheSize", kind: "partial", why: "its TLS stack keeps its own cache of 256 sessions besides session tickets" });
+  }
+  return out;
 }
 
 function setUp(conn: NativeConn, at?: ListenAt): void {
@@ -220,20 +337,23 @@ function setUp(conn: NativeConn, at?: ListenAt): void {
   if (at?.keepAlive) conn.setKeepAlive(true);
 }
 
-function listen(at: ListenAt, onConn: (c: Conn) => void, t?: TlsServer): Promise<Listener> {
-  return new Promise((resolve) => resolve(listenNow(at, onConn, t))); // a throw (EADDRINUSE) rejects
+function listen(at: ListenAt, onConn: (c: Conn) => void, t?: TlsServer, onTlsFailure?: (f: TlsFailure) => void): Promise<Listener> {
+  return new Promise((resolve) => resolve(listenNow(at, onConn, t, onTlsFailure))); // a throw (EADDRINUSE) rejects
 }
 
-function listenNow(at: ListenAt, onConn: (c: Conn) => void, t?: TlsServer): Listener {
-  const native = t !== undefined && nativeTlsCan(t) ? t : undefined;
+/**
+ * Implicit TLS runs on node:tls over an accepted Deno.listen conn, as STARTTLS does, never on
+ * Deno.listenTls: a Deno.TlsConn whose handshake failed (garbage, a client that stopped) stays
+ * open on the network after close() (seen with 2.9.6), so every bad client would leak a socket.
+ */
+function listenNow(at: ListenAt, onConn: (c: Conn) => void, t?: TlsServer, onTlsFailure?: (f: TlsFailure) => void): Listener {
   const options = { hostname: at.host, port: at.port, tcpBacklog: at.backlog, ...(at.reusePort ? { reusePort: true } : {}) };
-  const listener: Deno.Listener<NativeConn> = native === undefined
-    ? Deno.listen({ ...options, transport: "tcp" })
-    : Deno.listenTls({ ...options, transport: "tcp", cert: native.certs[0].cert, key: native.certs[0].key });
+  const listener: Deno.Listener<Deno.TcpConn> = Deno.listen({ ...options, transport: "tcp" });
+  const timeoutMs = at.handshakeTimeoutMs ?? TLS_HANDSHAKE_TIMEOUT_MS;
   let closed = false;
   void (async () => {
     for (;;) {
-      let conn: NativeConn;
+      let conn: Deno.TcpConn;
       try {
         conn = await listener.accept();
       } catch (err) {
@@ -242,9 +362,13 @@ function listenNow(at: ListenAt, onConn: (c: Conn) => void, t?: TlsServer): List
         continue;
       }
       setUp(conn, at);
-      if (t === undefined) onConn(new DenoConn(conn, false));
-      else if (native !== undefined) void handshakeThenDeliver(conn as Deno.TlsConn, onConn);
-      else void upgradeThenDeliver(new DenoConn(conn, false), t, onConn);
+      const plain = new DenoConn(conn, false);
+      if (t === undefined) onConn(plain);
+      else {
+        plain.startTls(t, undefined, timeoutMs).then(onConn, (err) => { // the conn is closed on failure
+          onTlsFailure?.({ remote: plain.remote, local: plain.local, error: messageOf(err) });
+        });
+      }
     }
   })();
   const addr = listener.addr as Deno.NetAddr;
@@ -260,31 +384,6 @@ function listenNow(at: ListenAt, onConn: (c: Conn) => void, t?: TlsServer): List
       return Promise.resolve();
     },
   };
-}
-
-/** Implicit TLS that Deno.listenTls cannot do: node:tls over the accepted native conn, as for STARTTLS. */
-async function upgradeThenDeliver(plain: DenoConn, t: TlsServer, onConn: (c: Conn) => void): Promise<void> {
-  let secure: Conn;
-  try {
-    secure = await plain.startTls(t); // closes the conn on failure
-  } catch {
-    return;
-  }
-  onConn(secure);
-}
-
-async function handshakeThenDeliver(conn: Deno.TlsConn, onConn: (c: Conn) => void): Promise<void> {
-  try {
-    await withTimeout(conn.handshake(), TLS_HANDSHAKE_TIMEOUT_MS, "TLS handshake timed out");
-  } catch {
-    try {
-      conn.close();
-    } catch {
-      // already closed
-    }
-    return;
-  }
-  onConn(new DenoConn(conn, true, { verified: false })); // Deno.listenTls cannot ask for client certificates
 }
 
 async function connect(to: Address, timeoutMs: number, t?: TlsClient): Promise<Conn> {
@@ -558,6 +657,7 @@ function onSignal(name: "HUP" | "QUIT" | "TERM" | "INT", fn: () => void): void {
 
 export const denoPlatform: Platform = {
   runtime: "deno",
+  checkTls,
   listen,
   connect,
   relay,

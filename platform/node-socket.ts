@@ -13,8 +13,19 @@
 import * as net from "node:net";
 import type { Duplex } from "node:stream";
 import * as tls from "node:tls";
-import type { Address, Conn, ListenAt, Listener, RelayHandle, RelayOpts, TlsClient, TlsInfo, TlsServer } from "../src/platform.ts";
-import { clientTlsOptions, serverSecureContext, serverTlsOptions, tlsInfoOf } from "./node-tls.ts";
+import type { Address, Conn, ListenAt, Listener, RelayHandle, RelayOpts, TlsClient, TlsFailure, TlsInfo, TlsServer } from "../src/platform.ts";
+import { TlsVerifyError } from "../src/platform.ts";
+import {
+  attachSessionCache,
+  clientTlsOptions,
+  isVerifyFailure,
+  messageOf,
+  prepareServer,
+  serverSecureContext,
+  serverTlsOptions,
+  tlsInfoOf,
+  x509Reason,
+} from "./node-tls.ts";
 import { type Direction, RelayControl } from "./relay-control.ts";
 
 /** Unread bytes queued before the socket is paused; read() resumes it. */
@@ -208,7 +219,7 @@ export class SocketConn implements Conn {
     const secure = t.side === "server"
       ? await startServerTls(socket, t, first)
       : await startClientTls(socket, t, this.remote.host, first);
-    return new SocketConn(secure, at, tlsInfoOf(secure));
+    return new SocketConn(secure, at, tlsInfoOf(secure, t.side === "server" ? t : undefined));
   }
 
   /** Hands the socket over (relay, STARTTLS); this Conn reads null and refuses writes after. */
@@ -234,6 +245,15 @@ export class SocketConn implements Conn {
 
 function ignore(): void {}
 
+/** OpenSSL's error strings carry the source file and a newline; the log wants one line. */
+function oneLine(err: Error): Error {
+  const text = err.message.replace(/\s+/g, " ").replace(/:\.\.\/[^ ]*:\d+:?/, "").trim();
+  if (text === err.message) return err;
+  const out = new Error(text);
+  (out as { code?: unknown }).code = (err as { code?: unknown }).code;
+  return out;
+}
+
 function concatBytes(chunks: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
   let at = 0;
@@ -257,24 +277,32 @@ function setUp(sock: net.Socket, at?: ListenAt): void {
 }
 
 /** A node:net (or, with `t`, node:tls) listener handing out SocketConns. */
-export async function listenSockets(at: ListenAt, onConn: (c: Conn) => void, t?: TlsServer): Promise<Listener> {
-  let server: net.Server;
-  if (t !== undefined) {
-    // allowHalfOpen goes on after the handshake: with it on, a FIN in mid-handshake would
-    // leave the socket pending until handshakeTimeout.
-    server = tls.createServer({ ...serverTlsOptions(t), allowHalfOpen: false, handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS });
-    server.on("secureConnection", (sock: tls.TLSSocket) => {
-      sock.allowHalfOpen = true;
-      setUp(sock, at);
-      onConn(new SocketConn(sock, undefined, tlsInfoOf(sock)));
-    });
-    server.on("tlsClientError", () => {}); // node:tls already destroyed the socket; the listener goes on
-  } else {
-    server = net.createServer({ allowHalfOpen: true }, (sock) => {
-      setUp(sock, at);
+export async function listenSockets(
+  at: ListenAt,
+  onConn: (c: Conn) => void,
+  t?: TlsServer,
+  onTlsFailure?: (f: TlsFailure) => void,
+): Promise<Listener> {
+  // With TLS each accepted socket goes through startServerTls, as STARTTLS does: the handshake
+  // is bounded by `timeout`, and a failure is reported with the peer's address (node:tls's own
+  // tlsClientError has lost it by then).
+  const handshakeTimeout = at.handshakeTimeoutMs ?? TLS_HANDSHAKE_TIMEOUT_MS;
+  const server = net.createServer({ allowHalfOpen: true }, (sock) => {
+    setUp(sock, at);
+    if (t === undefined) {
       onConn(new SocketConn(sock));
-    });
-  }
+      return;
+    }
+    const ends = {
+      remote: { host: stripV4Mapped(sock.remoteAddress ?? ""), port: sock.remotePort ?? 0 },
+      local: { host: stripV4Mapped(sock.localAddress ?? ""), port: sock.localPort ?? 0 },
+    };
+    sock.on("error", ignore); // reported through the handshake
+    startServerTls(sock, t, undefined, handshakeTimeout).then(
+      (secure) => onConn(new SocketConn(secure, ends, tlsInfoOf(secure, t))),
+      (err) => onTlsFailure?.({ ...ends, error: messageOf(err) }),
+    );
+  });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(
@@ -333,9 +361,11 @@ export async function connectSocket(to: Address, timeoutMs: number, t?: TlsClien
  * before (plaintext injection, CVE-2011-0411 class); `initial` is fed to TLS first
  * (node:tls takes what the stream holds buffered when it wraps it).
  * With requestCert a throwaway tls.Server is used so node:tls computes `authorized`
- * and enforces rejectUnauthorized; otherwise a bare TLSSocket on a cached context.
+ * and enforces rejectUnauthorized (it shares the TlsServer's ticket key and session cache,
+ * so sessions resume across connections); otherwise a bare TLSSocket on a cached context,
+ * tied to a never-listening tls.Server when ssl_session_cache needs its session events.
  */
-export function startServerTls(raw: Duplex, t: TlsServer, initial?: Uint8Array): Promise<tls.TLSSocket> {
+export function startServerTls(raw: Duplex, t: TlsServer, initial?: Uint8Array, timeoutMs = TLS_HANDSHAKE_TIMEOUT_MS): Promise<tls.TLSSocket> {
   raw.allowHalfOpen = false; // see handshake()
   // Paused, and never resumed here: node:tls takes over reading, and on Node a resume
   // would flow `initial` (unshifted below) away before TLS picks it up. (RUNTIMES.md's
@@ -344,19 +374,34 @@ export function startServerTls(raw: Duplex, t: TlsServer, initial?: Uint8Array):
   if (initial !== undefined && initial.byteLength > 0) raw.unshift(initial);
   if (t.requestCert) {
     const server = new tls.Server(serverTlsOptions(t)); // tls.Server ignores a given secureContext
+    attachSessionCache(server, t);
     const done = handshake(raw, (s) => {
       server.removeAllListeners();
       return s;
-    });
+    }, undefined, timeoutMs);
     server.once("secureConnection", done.resolve);
     server.once("tlsClientError", done.reject);
     server.emit("connection", raw);
     return done.promise;
   }
-  const s = new tls.TLSSocket(raw as net.Socket, { isServer: true, secureContext: serverSecureContext(t) });
-  const done = handshake(raw, () => s, s);
+  const s = new tls.TLSSocket(raw as net.Socket, { isServer: true, secureContext: serverSecureContext(t), server: sessionHub(t) });
+  const done = handshake(raw, () => s, s, timeoutMs);
   s.once("secure", () => done.resolve(s));
   return done.promise;
+}
+
+const HUBS = new WeakMap<TlsServer, tls.Server>();
+
+/** A tls.Server that never listens, only there to carry ssl_session_cache's session events. */
+function sessionHub(t: TlsServer): tls.Server | undefined {
+  if (prepareServer(t).sessions === undefined) return undefined;
+  let hub = HUBS.get(t);
+  if (hub === undefined) {
+    hub = new tls.Server({ secureContext: serverSecureContext(t) });
+    attachSessionCache(hub, t);
+    HUBS.set(t, hub);
+  }
+  return hub;
 }
 
 /** Client-side TLS over a connected plaintext stream (STARTTLS towards a backend). */
@@ -369,7 +414,13 @@ export function startClientTls(raw: Duplex, t: TlsClient, host: string, initial?
   const s = tls.connect({ ...clientTlsOptions(t, host), socket: raw as net.Socket });
   const done = handshake(raw, () => s, s);
   s.once("secureConnect", () => done.resolve(s));
-  return done.promise;
+  return done.promise.catch((err) => Promise.reject(asVerifyError(err)));
+}
+
+/** A certificate the backend sent that did not verify becomes the core's TlsVerifyError. */
+export function asVerifyError(err: unknown): unknown {
+  const code = isVerifyFailure(err);
+  return code === undefined ? err : new TlsVerifyError(code, `${x509Reason(code)}${code === "ERR_TLS_CERT_ALTNAME_INVALID" ? ` (${messageOf(err)})` : ""}`);
 }
 
 /**
@@ -382,6 +433,7 @@ function handshake(
   raw: Duplex,
   accept: (s: tls.TLSSocket) => tls.TLSSocket,
   watch?: tls.TLSSocket,
+  timeoutMs = TLS_HANDSHAKE_TIMEOUT_MS,
 ): { promise: Promise<tls.TLSSocket>; resolve: (s: tls.TLSSocket) => void; reject: (e: Error) => void } {
   let settled = false;
   let resolveP!: (s: tls.TLSSocket) => void;
@@ -391,10 +443,7 @@ function handshake(
     rejectP = rej;
   });
   const onClose = (): void => reject(new Error("Cannot start TLS: connection closed during handshake"));
-  const timer = setTimeout(
-    () => reject(new Error(`Cannot start TLS: no handshake within ${TLS_HANDSHAKE_TIMEOUT_MS} ms`)),
-    TLS_HANDSHAKE_TIMEOUT_MS,
-  );
+  const timer = setTimeout(() => reject(new Error(`Cannot start TLS: no handshake within ${timeoutMs} ms`)), timeoutMs);
   const cleanup = (): void => {
     settled = true;
     clearTimeout(timer);
@@ -405,6 +454,7 @@ function handshake(
   function reject(err: Error): void {
     if (settled) return;
     cleanup();
+    err = oneLine(err);
     watch?.on("error", ignore); // keep an 'error' listener: an unhandled one crashes the process
     watch?.destroy();
     raw.destroy();

@@ -18,8 +18,9 @@ import * as http from "node:http";
 import * as net from "node:net";
 import { hostname } from "node:os";
 import { Readable } from "node:stream";
-import type { Address, Conn, ListenAt, Listener, Platform, RelayHandle, RelayOpts } from "../src/platform.ts";
+import type { Address, Conn, ListenAt, Listener, Platform, RelayHandle, RelayOpts, TlsClient, TlsProblem, TlsServer } from "../src/platform.ts";
 import { connectSocket, listenSockets, relaySocketConns, SocketConn } from "./node-socket.ts";
+import { commonClientProblems, commonServerProblems, contextProblems } from "./node-tls.ts";
 import { pumpConn, RelayControl } from "./relay-control.ts";
 
 // ---------------------------------------------------------------------------
@@ -41,6 +42,23 @@ const DNS_TRIES = 2;
 //
 // SocketConn in node-socket.ts: a Conn over a node:net / node:tls socket, STARTTLS with
 // new tls.TLSSocket(socket, {isServer}) / tls.connect({socket}).
+
+// ---------------------------------------------------------------------------
+// TLS: what node:tls (OpenSSL) honours. Everything in TlsServer; ssl_verify_depth is applied
+// after the handshake (node-tls.ts tlsInfoOf) since node:tls has no option for it.
+
+function checkTls(t: TlsServer | TlsClient): TlsProblem[] {
+  if (t.side === "client") return commonClientProblems(t);
+  const out = [...commonServerProblems(t), ...contextProblems(t)];
+  if (t.sessionCacheSize && t.sessionTickets === false) {
+    out.push({
+      option: "sessionCacheSize",
+      kind: "partial",
+      why: "node:tls resumes TLSv1.3 sessions through tickets only: with ssl_session_tickets off, only TLSv1.2 sessions resume from the cache",
+    });
+  }
+  return out;
+}
 
 // ---------------------------------------------------------------------------
 // TCP and TLS: listen, connect
@@ -219,6 +237,7 @@ function onSignal(name: "HUP" | "QUIT" | "TERM" | "INT", fn: () => void): void {
 
 export const nodePlatform: Platform = {
   runtime: "node",
+  checkTls,
   listen,
   connect,
   relay,

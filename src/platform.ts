@@ -15,27 +15,54 @@ export interface ListenAt {
   readonly reusePort?: boolean;
   readonly ipv6Only?: boolean;
   readonly keepAlive?: boolean;
+  /** With TLS: a client that has not finished the handshake by then is dropped (nginx's `timeout`); default 60 s. */
+  readonly handshakeTimeoutMs?: number;
 }
 
-/** PEM material for a TLS server (several pairs allowed, as nginx allows). */
+/** A TLS handshake on an implicit-TLS listener that failed or timed out (the socket is closed). */
+export interface TlsFailure {
+  readonly remote: Address;
+  readonly local: Address;
+  readonly error: string;
+}
+
+/** TLS protocol versions by nginx's names (ssl_protocols). */
+export type TlsVersion = "TLSv1" | "TLSv1.1" | "TLSv1.2" | "TLSv1.3";
+
+/**
+ * A TLS server as nginx's ssl_* directives describe it. An optional field left undefined means
+ * nginx's default, which every runtime honours; a field that is set must be honoured or reported
+ * by Platform.checkTls (start-up then fails naming the directive).
+ */
 export interface TlsServer {
   readonly side: "server";
-  readonly certs: readonly { cert: string; key: string; passphrase?: string }[];
-  readonly ca?: string; // client-certificate CAs
+  /** Certificate/key pairs (several allowed, e.g. RSA and ECDSA: the one the client can use is served). */
+  readonly certs: readonly { cert: string; key: string }[];
+  /** ssl_password_file: tried in turn on each encrypted key, as nginx does. */
+  readonly passphrases?: readonly string[];
+  readonly ca?: string; // client-certificate CAs (ssl_client_certificate + ssl_trusted_certificate)
   readonly requestCert?: boolean;
   readonly rejectUnauthorized?: boolean;
-  readonly minVersion?: string;
-  readonly maxVersion?: string;
+  /** ssl_protocols as a set; undefined: TLSv1.2 and TLSv1.3. */
+  readonly protocols?: readonly TlsVersion[];
+  /** OpenSSL cipher list (ssl_ciphers); undefined: nginx's "HIGH:!aNULL:!MD5". */
   readonly ciphers?: string;
+  /** ssl_ecdh_curve other than "auto"; undefined: the stack's default groups. */
   readonly ecdhCurve?: string;
+  /** ssl_prefer_server_ciphers on; undefined or false: the client's order. */
   readonly honorCipherOrder?: boolean;
   readonly crl?: string; // PEM (ssl_crl)
   readonly dhparam?: string; // PEM (ssl_dhparam)
-  readonly verifyDepth?: number; // ssl_verify_depth
-  readonly sessionTimeoutSec?: number; // ssl_session_timeout
-  readonly sessionTickets?: boolean; // ssl_session_tickets
-  readonly ticketKeys?: Uint8Array; // ssl_session_ticket_key: 48 bytes (the first key)
-  readonly sessionCache?: boolean; // false for "off"/"none"
+  /** ssl_verify_depth: intermediate CAs allowed between a client certificate and a trusted CA. */
+  readonly verifyDepth?: number;
+  /** ssl_session_timeout other than 300 s. */
+  readonly sessionTimeoutSec?: number;
+  /** ssl_session_tickets off; undefined or true: tickets on. */
+  readonly sessionTickets?: boolean;
+  /** ssl_session_ticket_key files, 48 or 80 bytes each; the first encrypts. */
+  readonly ticketKeys?: readonly Uint8Array[];
+  /** ssl_session_cache builtin/shared: sessions kept server-side; undefined: none. */
+  readonly sessionCacheSize?: number;
 }
 
 /** TLS towards a backend. */
@@ -46,6 +73,32 @@ export interface TlsClient {
   readonly verify: boolean;
   readonly cert?: string;
   readonly key?: string;
+}
+
+/** Something in a TlsServer / TlsClient a runtime cannot apply or load. */
+export interface TlsProblem {
+  /** The field of TlsServer / TlsClient concerned ("ecdhCurve", "certs", ...), or "keys" for a key of `certs`. */
+  readonly option: string;
+  /** For `certs` / `keys`: which pair. */
+  readonly index?: number;
+  /**
+   * "unsupported": the runtime's TLS stack cannot honour it (start-up fails);
+   * "unloadable": the material cannot be used, e.g. no passphrase decrypts the key (start-up fails);
+   * "partial": honoured in part, as documented (logged at start-up).
+   */
+  readonly kind: "unsupported" | "unloadable" | "partial";
+  readonly why: string;
+}
+
+/** A TLS handshake towards a backend failed because the backend's certificate did not verify. */
+export class TlsVerifyError extends Error {
+  /** OpenSSL-style code, e.g. "UNABLE_TO_VERIFY_LEAF_SIGNATURE", "ERR_TLS_CERT_ALTNAME_INVALID". */
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.name = "TlsVerifyError";
+    this.code = code;
+  }
 }
 
 export interface Conn {
@@ -73,7 +126,10 @@ export interface TlsInfo {
   readonly protocol?: string;
   readonly cipher?: string;
   readonly verified: boolean;
+  /** OpenSSL's name for the verification error, e.g. "CERT_HAS_EXPIRED". */
   readonly verifyError?: string;
+  /** OpenSSL's number and text for it, as nginx logs and sends them: "10:certificate has expired". */
+  readonly verifyReason?: string;
   readonly subject?: string;
   readonly issuer?: string;
   readonly serial?: string;
@@ -108,7 +164,10 @@ export interface RelayHandle {
 
 export interface Platform {
   readonly runtime: Runtime;
-  listen(at: ListenAt, onConn: (c: Conn) => void, tls?: TlsServer): Promise<Listener>;
+  /** What in `tls` this runtime cannot honour or load; empty when all of it works. Called before listening. */
+  checkTls(tls: TlsServer | TlsClient): TlsProblem[];
+  /** With `tls`, connections are handed over after the handshake; failed ones go to `onTlsFailure`. */
+  listen(at: ListenAt, onConn: (c: Conn) => void, tls?: TlsServer, onTlsFailure?: (f: TlsFailure) => void): Promise<Listener>;
   connect(to: Address, timeoutMs: number, tls?: TlsClient): Promise<Conn>;
   /** Pipe bytes both ways until one side closes (then half-close the other and drain) or idle timeout. */
   relay(client: Conn, upstream: Conn, opts: RelayOpts): RelayHandle;

@@ -8,7 +8,7 @@ import type { Config, ServerConfig } from "./config/types.ts";
 import { createHttpApp } from "./http/app.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
-import type { Conn, Listener, Platform, TlsClient, TlsFailure, TlsServer, TlsVersion } from "./platform.ts";
+import type { Conn, Listener, Platform, TlsClient, TlsServer, TlsVersion } from "./platform.ts";
 import { parseSize } from "./config/values.ts";
 import { type DriverDeps, type LiveSession, runSession, type RuntimeServer } from "./proxy/driver.ts";
 import { imap } from "./protocol/imap/index.ts";
@@ -186,8 +186,6 @@ function build(config: Config, platform: Platform): Built {
 
 interface OpenListener {
   listener: Listener;
-  readonly ssl: boolean;
-  readonly tlsFingerprint: string;
   current: RuntimeServer;
   logger: Logger;
 }
@@ -202,12 +200,6 @@ export interface Running {
   /** Stops accepting; graceful waits for live sessions (bounded by worker_shutdown_timeout). */
   stop(graceful: boolean): Promise<void>;
   sessionCount(): number;
-}
-
-function tlsFingerprint(rs: RuntimeServer): string {
-  const t = rs.tlsServer;
-  if (!t || !rs.listen.ssl) return "";
-  return JSON.stringify(t);
 }
 
 export interface StartOptions {
@@ -234,32 +226,17 @@ export async function startPostern(config: Config, platform: Platform, opts: Sta
 
   async function openListener(key: string, rs: RuntimeServer, logger: Logger): Promise<void> {
     const l = rs.listen;
-    const entry: OpenListener = { current: rs, logger, ssl: l.ssl, tlsFingerprint: tlsFingerprint(rs), listener: undefined as unknown as Listener };
+    const entry: OpenListener = { current: rs, logger, listener: undefined as unknown as Listener };
     const onConn = (c: Conn) => {
       runSession(c, entry.current, deps(entry.logger))
         .catch((e) => entry.logger.log("error", `session crashed: ${e}`))
         .finally(() => sessions.size === 0 && drained?.());
     };
-    // an implicit-TLS handshake that fails never becomes a session: logged as nginx does
-    const onTlsFailure = (f: TlsFailure) => {
-      const ctx = { sid: ++sid, proto: entry.current.machine.name, client: f.remote.host, server: `${f.local.host}:${f.local.port}`, action: "SSL handshaking" };
-      if (/no handshake within/.test(f.error)) entry.logger.log("info", "client timed out", ctx);
-      else entry.logger.log("info", `SSL_do_handshake() failed (${f.error})`, ctx);
-    };
+    // Plain TCP even for "listen ... ssl": the session starts TLS (driver.ts), with the server's
+    // certificates of the moment, so a reload that changes them needs no new listener.
     entry.listener = await platform.listen(
-      {
-        host: l.host,
-        port: l.port,
-        backlog: l.backlog,
-        ipv6Only: l.ipv6only,
-        keepAlive: l.soKeepalive,
-        reusePort: opts.reusePort,
-        handshakeTimeoutMs: rs.compiled.config.timeout,
-      },
+      { host: l.host, port: l.port, backlog: l.backlog, ipv6Only: l.ipv6only, keepAlive: l.soKeepalive, reusePort: opts.reusePort },
       onConn,
-      // with proxy_protocol the header comes in clear before the TLS handshake: the driver starts TLS
-      l.ssl && !l.proxyProtocol ? rs.tlsServer : undefined,
-      onTlsFailure,
     );
     open.set(key, entry);
   }
@@ -296,10 +273,9 @@ export async function startPostern(config: Config, platform: Platform, opts: Sta
     async reload(next: Config) {
       const nb = build(next, platform);
       for (const [key, o] of open) {
-        const rs = nb.servers.get(key);
-        // "ssl proxy_protocol" handshakes in the driver, plain "ssl" in the listener: a switch reopens
-        const tlsMoved = rs !== undefined && rs.listen.ssl && rs.listen.proxyProtocol !== o.current.listen.proxyProtocol;
-        if (!rs || rs.listen.ssl !== o.ssl || tlsFingerprint(rs) !== o.tlsFingerprint || tlsMoved) {
+        // listeners are plain TCP (every TLS handshake happens in the session), so only a listen
+        // address that is gone closes one; new certificates apply to the next connection
+        if (!nb.servers.has(key)) {
           await o.listener.close();
           open.delete(key);
         }

@@ -6,10 +6,10 @@ import { decideAuth } from "../auth/protocol.ts";
 import type { ListenSpec, ServerConfig } from "../config/types.ts";
 import type { Logger, SessionLogContext } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
-import type { Conn, Platform, TlsClient, TlsServer } from "../platform.ts";
+import { type Conn, type Platform, type TlsClient, type TlsInfo, type TlsServer, TlsVerifyError } from "../platform.ts";
 import type { Action, AuthOutcome, CompiledServer, Credentials, Input, ProtocolMachine, UpstreamAction, UpstreamInput } from "../protocol/types.ts";
 import { concat, escapeForLog, fromBytes, toBytes } from "../util/bytes.ts";
-import { addressTrusted, type ProxyHeader, readProxyHeader, writeProxyHeader } from "./proxy-protocol.ts";
+import { addressTrusted, brokenHeader, canonicalAddress, type ProxyHeader, readProxyHeader, writeProxyHeader } from "./proxy-protocol.ts";
 
 /** Everything a session needs from its server, fixed when it starts (a reload does not change live sessions). */
 export interface RuntimeServer {
@@ -39,6 +39,17 @@ export interface DriverDeps {
 
 class Deadline extends Error {}
 
+/** The client's connection failed under us (reset, closed mid-write, a handshake cut short):
+ *  logged at info as nginx does, and nothing more is written to it. */
+class ClientGone extends Error {}
+
+/** `p`, with a failure of the client's connection turned into ClientGone("what (why)"). */
+function clientIo<T>(p: Promise<T>, what: string): Promise<T> {
+  return p.catch((e) => {
+    throw e instanceof Deadline || e instanceof ClientGone ? e : new ClientGone(`${what} (${e instanceof Error ? e.message : String(e)})`);
+  });
+}
+
 /** Resolves as `p`, or rejects with Deadline once `at` (ms since epoch) passes. */
 function before<T>(p: Promise<T>, at: number): Promise<T> {
   const ms = at - Date.now();
@@ -49,15 +60,21 @@ function before<T>(p: Promise<T>, at: number): Promise<T> {
 }
 
 /** Verification errors that only say the issuer is unknown: what ssl_verify_client optional_no_ca forgives. */
-const UNTRUSTED_ISSUER: ReadonlySet<string> = new Set([
-  "UNABLE_TO_GET_ISSUER_CERT", "UNABLE_TO_GET_ISSUER_CERT_LOCALLY", "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
-  "DEPTH_ZERO_SELF_SIGNED_CERT", "SELF_SIGNED_CERT_IN_CHAIN", "CERT_UNTRUSTED",
+const UNTRUSTED_ISSUER: ReadonlySet<string> = new Set([ // nginx's ngx_ssl_verify_error_optional()
+  "DEPTH_ZERO_SELF_SIGNED_CERT", "SELF_SIGNED_CERT_IN_CHAIN", "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "CERT_UNTRUSTED", "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
 ]);
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 function message(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
+}
+
+/** "certificate has expired" from TlsInfo's "10:certificate has expired". */
+function verifyText(t: TlsInfo): string {
+  const r = t.verifyReason ?? t.verifyError ?? "unknown";
+  return r.replace(/^\d+:/, "");
 }
 
 export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDeps): Promise<void> {
@@ -90,8 +107,10 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
   metrics.active++;
   logger.log("info", `client ${client.remote.host}:${client.remote.port} connected to ${ctx.server}`, { ...ctx, bare: true });
 
-  const write = (c: Conn, text: string | Uint8Array, deadline: number) =>
-    before(c.write(typeof text === "string" ? toBytes(text) : text), deadline);
+  const write = (c: Conn, text: string | Uint8Array, deadline: number) => {
+    const done = before(c.write(typeof text === "string" ? toBytes(text) : text), deadline);
+    return c === conn ? clientIo(done, "send() failed") : done;
+  };
 
   let clientHost = "[UNAVAILABLE]"; // nginx's value when there is no resolver
   // a read started while waiting for something else (smtp_greeting_delay) is taken over, not repeated
@@ -112,8 +131,10 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
       const got = await readProxy(deadline);
       if (!got) return;
       proxyHeader = got.header;
+      // nginx's realip: only a peer in set_real_ip_from is believed; the Proxy-Protocol-* auth
+      // headers go out either way
       if (proxyHeader.srcAddr && addressTrusted(client.remote.host, cfg.setRealIpFrom)) {
-        ctx.client = proxyHeader.srcAddr;
+        ctx.client = canonicalAddress(proxyHeader.srcAddr);
         clientPort = proxyHeader.srcPort ?? clientPort;
         logger.log("info", `client ${client.remote.host}:${client.remote.port} is ${ctx.client}:${clientPort} by PROXY protocol`, { ...ctx, bare: true });
       }
@@ -121,10 +142,17 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
         // "listen ... ssl proxy_protocol": the header came in clear, TLS starts after it
         if (!rs.tlsServer) throw new Error("ssl listen without a TLS server context");
         ctx.action = "SSL handshaking";
-        conn = await before(conn.startTls(rs.tlsServer, got.rest), deadline);
+        conn = await clientIo(before(conn.startTls(rs.tlsServer, got.rest), deadline), "SSL handshake failed");
       } else if (got.rest.length) {
         pendingRead = Promise.resolve(got.rest);
       }
+    }
+    if (rs.listen.ssl && !rs.listen.proxyProtocol) {
+      // implicit TLS: the listener hands over the TCP connection and the session starts TLS with
+      // the server's current certificates, bounded by `timeout`, as nginx's ngx_mail_ssl_init_connection
+      if (!rs.tlsServer) throw new Error("ssl listen without a TLS server context");
+      ctx.action = "SSL handshaking";
+      conn = await clientIo(before(conn.startTls(rs.tlsServer, new Uint8Array(0)), deadline), "SSL handshake failed");
     }
     if (rs.listen.ssl && !(await certAccepted())) return;
     if (m.resolvesClient && cfg.resolver.addresses.length > 0) {
@@ -158,7 +186,9 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
             break;
           case "start-tls":
             if (!rs.tlsServer) throw new Error("start-tls without a TLS server context");
-            conn = await before(conn.startTls(rs.tlsServer), deadline);
+            ctx.action = "SSL handshaking";
+            conn = await clientIo(before(conn.startTls(rs.tlsServer), deadline), "SSL handshake failed");
+            ctx.action = "in auth state";
             if (!(await certAccepted())) {
               end = true;
               break;
@@ -178,7 +208,7 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
           case "delay": {
             ctx.action = "in delay pipelining state";
             const read = readClient();
-            const early = await Promise.race([read, sleep(a.ms).then(() => undefined)]);
+            const early = await clientIo(Promise.race([read, sleep(a.ms).then(() => undefined)]), "recv() failed");
             if (early === undefined) {
               pendingRead = read;
               next = { kind: "delay-done" };
@@ -196,7 +226,7 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
       }
       if (end || aborted) break;
       if (!next) {
-        const bytes = await before(readClient(), deadline);
+        const bytes = await clientIo(before(readClient(), deadline), "recv() failed");
         if (bytes === null) {
           logger.log("info", "client closed connection", ctx);
           break;
@@ -210,6 +240,8 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
   } catch (e) {
     if (aborted) {
       // already logged by abort()
+    } else if (e instanceof ClientGone) {
+      logger.log("info", e.message, ctx);
     } else if (e instanceof Deadline) {
       logger.log("info", upstream ? "upstream timed out" : "client timed out", ctx);
       if (upstream) await write(conn, m.internalError, Date.now() + 1000).catch(() => {});
@@ -234,32 +266,44 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
     if (mode === "off") return true;
     const t = conn.tlsInfo;
     if (t?.certPem && !t.verified && !(mode === "optional_no_ca" && UNTRUSTED_ISSUER.has(t.verifyError ?? ""))) {
-      logger.log("info", `client SSL certificate verify error: (${t.verifyError ?? "unknown"})`, ctx);
-      await write(conn, m.certError, Date.now() + 5000).catch(() => {});
+      logger.log("info", `client SSL certificate verify error: (${t.verifyReason ?? t.verifyError ?? "unknown"})`, ctx);
+      await refuse(m.certError);
       return false;
     }
     if (mode === "on" && !t?.certPem) {
       logger.log("info", "client sent no required SSL certificate", ctx);
-      await write(conn, m.noCertError, Date.now() + 5000).catch(() => {});
+      await refuse(m.noCertError);
       return false;
     }
     return true;
   }
 
-  /** Reads the PROXY header; null (after a log line) when it is missing, malformed or late. */
+  /** The last words of a session that just finished its handshake: sent, flushed through TLS, then FIN. */
+  async function refuse(text: string): Promise<void> {
+    const until = Date.now() + 5000;
+    await write(conn, text, until).catch(() => {});
+    await before(conn.closeWrite(), until).catch(() => {});
+  }
+
+  /**
+   * Reads the PROXY header, however it is split across packets; null (after nginx's log line) when
+   * it is missing, malformed or cut short. Nothing is ever written to the client here: it has not
+   * been greeted, and what it sent never reaches the protocol parser. `timeout` bounds the wait.
+   */
   async function readProxy(deadline: number): Promise<{ header: ProxyHeader; rest: Uint8Array } | null> {
     let buf: Uint8Array = new Uint8Array(0);
     for (;;) {
-      const chunk = await before(conn.read(), deadline);
+      const chunk = await clientIo(before(conn.read(), deadline), "recv() failed");
       if (chunk === null) {
-        logger.log("info", "client closed connection while reading PROXY protocol", ctx);
+        if (buf.length === 0) logger.log("info", "client closed connection", ctx);
+        else logger.log("error", brokenHeader(buf), ctx);
         return null;
       }
       buf = concat(buf, chunk);
       const r = readProxyHeader(buf);
       if (r.kind === "incomplete") continue;
       if (r.kind === "error") {
-        logger.log("error", `${r.why} while reading PROXY protocol`, ctx);
+        logger.log("error", r.why, ctx);
         return null;
       }
       return { header: r.header, rest: buf.subarray(r.consumed) };
@@ -330,7 +374,8 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
           cipher: tls.cipher,
           ...(cfg.sslVerifyClient !== "off"
             ? {
-              verify: tls.certPem ? (tls.verified ? "SUCCESS" : `FAILED:${tls.verifyError ?? "unknown"}`) : "NONE",
+              // nginx's $ssl_client_verify: "FAILED:" and OpenSSL's text for the error
+              verify: tls.certPem ? (tls.verified ? "SUCCESS" : `FAILED:${verifyText(tls)}`) : "NONE",
               subject: tls.subject,
               issuer: tls.issuer,
               serial: tls.serial,
@@ -376,11 +421,10 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
     const sendProxy = cfg.proxyProtocol !== "off";
     try {
       // a PROXY header goes first, in clear, so TLS to the backend starts after it
-      upstream = await platform.connect(to, cfg.timeout, sendProxy ? undefined : implicitTls);
+      upstream = await platform.connect(to, cfg.timeout);
       if (sendProxy) {
         const header = writeProxyHeader(cfg.proxyProtocol === "v2" ? 2 : 1, { host: ctx.client, port: clientPort }, client.local);
         await write(upstream, header, deadline);
-        if (implicitTls) upstream = await before(upstream.startTls(implicitTls), deadline);
       }
     } catch (e) {
       if (e instanceof Deadline) throw e;
@@ -388,6 +432,17 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
       logger.log("error", `connect() to upstream failed: ${message(e)}`, ctx);
       await write(conn, m.internalError, deadline).catch(() => {});
       return;
+    }
+    if (implicitTls) {
+      // proxy_ssl on: the TCP connection is up, TLS comes before the greeting
+      try {
+        ctx.action = "SSL handshaking to upstream";
+        upstream = await before(upstream.startTls(implicitTls), deadline);
+      } catch (e) {
+        if (e instanceof Deadline) throw e;
+        await upstreamTlsFailed(e);
+        return;
+      }
     }
     ctx.action = "reading response from upstream";
     let us = m.upstreamStart({
@@ -413,12 +468,12 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
           case "start-tls":
             if (!rs.tlsUpstream) throw new Error("upstream STARTTLS without a TLS client context");
             try {
+              ctx.action = "SSL handshaking to upstream";
               upstream = await before(upstream.startTls(rs.tlsUpstream), deadline);
+              ctx.action = "reading response from upstream";
             } catch (e) {
               if (e instanceof Deadline) throw e;
-              metrics.upstreamErrors++;
-              logger.log("error", `TLS to upstream failed: ${message(e)}`, ctx);
-              await write(conn, m.internalError, deadline).catch(() => {});
+              await upstreamTlsFailed(e);
               return;
             }
             next = { kind: "tls-started" };
@@ -453,6 +508,18 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
       ustate = us.state;
       uactions = us.actions;
     }
+  }
+
+  /**
+   * TLS to the backend failed: a backend failure like any other (the protocol's internal error to
+   * the client), logged with the reason; a certificate that does not verify says so.
+   */
+  async function upstreamTlsFailed(e: unknown): Promise<void> {
+    metrics.upstreamErrors++;
+    if (e instanceof TlsVerifyError) logger.log("error", `upstream SSL certificate verify error: (${e.message})`, ctx);
+    else logger.log("error", `SSL_do_handshake() to upstream failed (${message(e)})`, ctx);
+    upstream?.close();
+    await write(conn, m.internalError, Date.now() + 5000).catch(() => {});
   }
 
   async function relay(up: Conn): Promise<void> {

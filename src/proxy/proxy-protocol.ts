@@ -22,10 +22,19 @@ export type ProxyRead =
   | { readonly kind: "ok"; readonly header: ProxyHeader; readonly consumed: number }
   | { readonly kind: "error"; readonly why: string };
 
-function printable(b: Uint8Array, n: number): string {
+const LOGGED_BYTES = 64; // of a broken header; enough to tell a plain client from a misconfigured balancer
+
+/** nginx's "broken header" line: the bytes up to the first CR or LF, unprintable ones as \xNN. */
+export function brokenHeader(b: Uint8Array): string {
   let s = "";
-  for (let i = 0; i < Math.min(n, b.length); i++) s += b[i] >= 0x20 && b[i] < 0x7f ? String.fromCharCode(b[i]) : `\\x${b[i].toString(16).padStart(2, "0")}`;
-  return s;
+  for (let i = 0; i < Math.min(LOGGED_BYTES, b.length) && b[i] !== 0x0d && b[i] !== 0x0a; i++) {
+    s += b[i] >= 0x20 && b[i] < 0x7f && b[i] !== 0x22 && b[i] !== 0x5c ? String.fromCharCode(b[i]) : `\\x${b[i].toString(16).padStart(2, "0")}`;
+  }
+  return `broken header: "${s}"`;
+}
+
+function broken(b: Uint8Array): ProxyRead {
+  return { kind: "error", why: brokenHeader(b) };
 }
 
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
@@ -38,16 +47,16 @@ function port(text: string): number | null {
 
 function readV1(b: Uint8Array): ProxyRead {
   const lf = b.indexOf(0x0a);
-  if (lf < 0) return b.length >= V1_MAX_BYTES ? { kind: "error", why: `broken header: "${printable(b, 64)}"` } : { kind: "incomplete" };
-  if (lf + 1 > V1_MAX_BYTES || lf === 0 || b[lf - 1] !== 0x0d) return { kind: "error", why: `broken header: "${printable(b, Math.min(lf, 64))}"` };
+  if (lf < 0) return b.length >= V1_MAX_BYTES ? broken(b) : { kind: "incomplete" };
+  if (lf + 1 > V1_MAX_BYTES || lf === 0 || b[lf - 1] !== 0x0d) return broken(b);
   const line = String.fromCharCode(...b.subarray(0, lf - 1));
   const parts = line.split(" ");
-  const bad: ProxyRead = { kind: "error", why: `broken header: "${printable(b, lf - 1)}"` };
+  const bad = broken(b);
   if (parts[0] !== "PROXY") return bad;
   if (parts[1] === "UNKNOWN") return { kind: "ok", header: { version: 1, command: "proxy", family: "unknown", tlvs: [] }, consumed: lf + 1 };
   if (parts.length !== 6 || (parts[1] !== "TCP4" && parts[1] !== "TCP6")) return bad;
   const v4 = parts[1] === "TCP4";
-  const okAddr = (a: string) => (v4 ? IPV4.test(a) : /^[0-9A-Fa-f:.]+$/.test(a) && a.includes(":"));
+  const okAddr = (a: string) => (v4 ? IPV4.test(a) : ipv6Bytes(a) !== null);
   const sp = port(parts[4]);
   const dp = port(parts[5]);
   if (!okAddr(parts[2]) || !okAddr(parts[3]) || sp === null || dp === null) return bad;
@@ -58,7 +67,10 @@ function readV1(b: Uint8Array): ProxyRead {
   };
 }
 
+/** IPv6 text as inet_ntop writes it (nginx's ngx_inet6_ntop): lower case, the longest zero run
+ *  compressed, IPv4-mapped addresses as "::ffff:a.b.c.d". */
 function ipv6(b: Uint8Array): string {
+  if (b.subarray(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff) return `::ffff:${Array.from(b.subarray(12)).join(".")}`;
   const words: string[] = [];
   for (let i = 0; i < 16; i += 2) words.push(((b[i] << 8) | b[i + 1]).toString(16));
   // compress the longest run of zero words
@@ -77,11 +89,12 @@ function ipv6(b: Uint8Array): string {
 function readV2(b: Uint8Array): ProxyRead {
   if (b.length < 16) return { kind: "incomplete" };
   const verCmd = b[12];
-  if (verCmd >> 4 !== 2) return { kind: "error", why: `unsupported PROXY protocol v2 version ${verCmd >> 4}` };
+  if (verCmd >> 4 !== 2) return { kind: "error", why: `unknown PROXY protocol version: ${verCmd >> 4}` };
   const cmd = verCmd & 0x0f;
   if (cmd > 1) return { kind: "error", why: `unsupported PROXY protocol v2 command ${cmd}` };
   const len = (b[14] << 8) | b[15];
-  if (16 + len > V2_MAX_BYTES) return { kind: "error", why: `PROXY protocol v2 header too large: ${len} bytes` };
+  // refused before it has all arrived: a balancer never sends this much, so it is not worth waiting for
+  if (16 + len > V2_MAX_BYTES) return { kind: "error", why: `header is too large: ${len} bytes` };
   if (b.length < 16 + len) return { kind: "incomplete" };
   const body = b.subarray(16, 16 + len);
   const fam = b[13];
@@ -129,13 +142,13 @@ export function readProxyHeader(b: Uint8Array): ProxyRead {
   if (b.length === 0) return { kind: "incomplete" };
   if (b[0] === 0x0d) {
     for (let i = 0; i < Math.min(b.length, 12); i++) {
-      if (b[i] !== V2_SIGNATURE[i]) return { kind: "error", why: `broken header: "${printable(b, 16)}"` };
+      if (b[i] !== V2_SIGNATURE[i]) return broken(b);
     }
     return b.length < 12 ? { kind: "incomplete" } : readV2(b);
   }
   const prefix = "PROXY ";
   for (let i = 0; i < Math.min(b.length, prefix.length); i++) {
-    if (b[i] !== prefix.charCodeAt(i)) return { kind: "error", why: `broken header: "${printable(b, 64)}"` };
+    if (b[i] !== prefix.charCodeAt(i)) return broken(b);
   }
   return b.length < prefix.length ? { kind: "incomplete" } : readV1(b);
 }
@@ -147,8 +160,10 @@ export function writeProxyHeader(
   dst: { host: string; port: number },
 ): Uint8Array {
   const v6 = src.host.includes(":") || dst.host.includes(":");
+  // one family for both addresses: an IPv4 address beside an IPv6 one is written IPv4-mapped
+  const as6 = (h: string) => (h.includes(":") ? h.replace(/%.*$/, "") : `::ffff:${h}`); // no zone index on the wire
   if (version === 1) {
-    const text = `PROXY ${v6 ? "TCP6" : "TCP4"} ${src.host} ${dst.host} ${src.port} ${dst.port}\r\n`;
+    const text = v6 ? `PROXY TCP6 ${as6(src.host)} ${as6(dst.host)} ${src.port} ${dst.port}\r\n` : `PROXY TCP4 ${src.host} ${dst.host} ${src.port} ${dst.port}\r\n`;
     return Uint8Array.from(text, (c) => c.charCodeAt(0));
   }
   const addrLen = v6 ? 36 : 12;
@@ -160,8 +175,8 @@ export function writeProxyHeader(
   out[15] = addrLen;
   const dv = new DataView(out.buffer);
   if (v6) {
-    out.set(ipv6Bytes(src.host), 16);
-    out.set(ipv6Bytes(dst.host), 32);
+    out.set(ipv6Bytes(as6(src.host)) ?? new Uint8Array(16), 16);
+    out.set(ipv6Bytes(as6(dst.host)) ?? new Uint8Array(16), 32);
     dv.setUint16(48, src.port);
     dv.setUint16(50, dst.port);
   } else {
@@ -173,24 +188,40 @@ export function writeProxyHeader(
   return out;
 }
 
-function ipv6Bytes(text: string): Uint8Array {
-  const out = new Uint8Array(16);
+/** IPv6 text (with an optional dotted IPv4 tail) as 16 bytes; null when it is not an IPv6 address. */
+function ipv6Bytes(text: string): Uint8Array | null {
   let t = text;
-  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(t);
+  const tail4: number[] = [];
+  const v4 = /:(\d+\.\d+\.\d+\.\d+)$/.exec(t);
   if (v4) {
-    const parts = v4[1].split(".").map(Number);
-    t = t.slice(0, -v4[1].length) + ((parts[0] << 8) | parts[1]).toString(16) + ":" + ((parts[2] << 8) | parts[3]).toString(16);
+    if (!IPV4.test(v4[1])) return null;
+    tail4.push(...v4[1].split(".").map(Number));
+    t = t.slice(0, -v4[1].length) + "0:0"; // two placeholder words, filled in below
   }
-  const [head, tail] = t.split("::");
-  const h = head ? head.split(":") : [];
-  const tl = tail !== undefined && tail !== "" ? tail.split(":") : [];
-  const words = tail === undefined ? h : [...h, ...Array(8 - h.length - tl.length).fill("0"), ...tl];
-  words.forEach((w, i) => {
-    const n = parseInt(w || "0", 16);
+  const halves = t.split("::");
+  if (halves.length > 2) return null;
+  const group = (h: string) => (h === "" ? [] : h.split(":"));
+  const head = group(halves[0]);
+  const tail = halves.length === 2 ? group(halves[1]) : [];
+  const fill = 8 - head.length - tail.length;
+  if (halves.length === 2 ? fill < 1 : fill !== 0) return null;
+  const words = [...head, ...Array(halves.length === 2 ? fill : 0).fill("0"), ...tail];
+  const out = new Uint8Array(16);
+  for (let i = 0; i < 8; i++) {
+    if (!/^[0-9A-Fa-f]{1,4}$/.test(words[i])) return null;
+    const n = parseInt(words[i], 16);
     out[i * 2] = n >> 8;
     out[i * 2 + 1] = n & 255;
-  });
+  }
+  if (tail4.length) out.set(tail4, 12);
   return out;
+}
+
+/** An address as nginx prints it after parsing (realip's client address): IPv6 canonical. */
+export function canonicalAddress(text: string): string {
+  if (!text.includes(":")) return text;
+  const b = ipv6Bytes(text);
+  return b ? ipv6(b) : text;
 }
 
 /** nginx's set_real_ip_from: is `addr` inside one of the CIDRs (or equal to one of the addresses)? */
@@ -203,6 +234,7 @@ export function addressTrusted(addr: string, from: readonly string[]): boolean {
     if (isV4 !== !plain.includes(":")) continue;
     const a = isV4 ? Uint8Array.from(plain.split(".").map(Number)) : ipv6Bytes(plain);
     const n = isV4 ? Uint8Array.from(net.split(".").map(Number)) : ipv6Bytes(net);
+    if (!a || !n) continue;
     const bits = bitsText === undefined ? a.length * 8 : Number(bitsText);
     let ok = true;
     for (let i = 0; i < a.length && ok; i++) {

@@ -521,6 +521,15 @@ export function platformSuite(name: string, p: Platform): void {
     await server.settled();
   });
 
+  test(`${name}: a closed listener's port can be listened on again at once (a reload reopens it)`, SLOW, async () => {
+    const first = await echo(p);
+    const port = first.listener.address.port;
+    await first.listener.close();
+    const again = await p.listen({ host: LOCAL, port }, (c) => c.close());
+    assert.equal(again.address.port, port);
+    await again.close();
+  });
+
   test(`${name}: connect rejects for a closed port and on timeout`, SLOW, async () => {
     const gone = await p.listen({ host: LOCAL, port: 0 }, (c) => c.close());
     const port = gone.address.port;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { addressTrusted, readProxyHeader, writeProxyHeader } from "../../src/proxy/proxy-protocol.ts";
+import { addressTrusted, canonicalAddress, readProxyHeader, writeProxyHeader } from "../../src/proxy/proxy-protocol.ts";
 
 const enc = (s: string) => Uint8Array.from(s, (c) => c.charCodeAt(0));
 
@@ -73,4 +73,46 @@ test("addressTrusted matches set_real_ip_from addresses and CIDRs of both famili
   assert.equal(addressTrusted("2001:db8::5", ["2001:db8::/32"]), true);
   assert.equal(addressTrusted("2001:db9::5", ["2001:db8::/32", "10.0.0.0/8"]), false);
   assert.equal(addressTrusted("192.168.1.1", []), false);
+});
+
+test("readProxyHeader logs a broken header as nginx does: up to the first CR or LF, unprintable bytes escaped", () => {
+  const why = (s: string | Uint8Array) => {
+    const r = readProxyHeader(typeof s === "string" ? enc(s) : s);
+    return r.kind === "error" ? r.why : r.kind;
+  };
+  assert.equal(why("a1 CAPABILITY\r\n"), 'broken header: "a1 CAPABILITY"');
+  assert.equal(why(Uint8Array.of(0x16, 0x03, 0x01, 0x22, 0x5c)), 'broken header: "\\x16\\x03\\x01\\x22\\x5c"');
+  assert.equal(why("PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n"), 'broken header: "PROXY TCP4 1.2.3.4 5.6.7.8 1"');
+  assert.equal(why("PROXY TCP4 " + "1".repeat(200)), `broken header: "PROXY TCP4 ${"1".repeat(53)}"`);
+  const v2 = writeProxyHeader(2, { host: "10.0.0.1", port: 1 }, { host: "10.0.0.2", port: 2 });
+  const badVersion = v2.slice();
+  badVersion[12] = 0x31;
+  assert.equal(why(badVersion), "unknown PROXY protocol version: 3");
+  const huge = v2.slice(0, 16);
+  huge[14] = 0x10;
+  huge[15] = 0x01; // 4097 bytes after the fixed part
+  assert.equal(why(huge), "header is too large: 4097 bytes");
+});
+
+test("v1 TCP6 addresses are checked strictly; the realip address is printed as nginx prints a parsed address", () => {
+  for (const bad of ["1:::2", "1::2::3", "12345::1", "1:2:3:4:5:6:7:8:9", "::g", "::1.2.3.256", "1.2.3.4"]) {
+    assert.equal(readProxyHeader(enc(`PROXY TCP6 ${bad} ::1 1 2\r\n`)).kind, "error", bad);
+  }
+  for (const good of ["::", "::1", "1::", "2001:DB8:0:0::7", "1:2:3:4:5:6:7:8", "::ffff:192.0.2.1", "64:ff9b::10.0.0.1"]) {
+    assert.equal(readProxyHeader(enc(`PROXY TCP6 ${good} ::1 1 2\r\n`)).kind, "ok", good);
+  }
+  assert.equal(canonicalAddress("2001:DB8:0:0::7"), "2001:db8::7");
+  assert.equal(canonicalAddress("0:0:0:0:0:ffff:c000:0201"), "::ffff:192.0.2.1");
+  assert.equal(canonicalAddress("2001:db8:0:1:0:0:0:1"), "2001:db8:0:1::1");
+  assert.equal(canonicalAddress("192.0.2.1"), "192.0.2.1");
+});
+
+test("writeProxyHeader puts an IPv4 address beside an IPv6 one as IPv4-mapped, in v1 and v2", () => {
+  const src = { host: "2001:db8::5", port: 1000 };
+  const dst = { host: "127.0.0.1", port: 143 };
+  assert.equal(String.fromCharCode(...writeProxyHeader(1, src, dst)), "PROXY TCP6 2001:db8::5 ::ffff:127.0.0.1 1000 143\r\n");
+  const r = readProxyHeader(writeProxyHeader(2, dst, src));
+  assert.ok(r.kind === "ok");
+  assert.deepEqual([r.header.family, r.header.srcAddr, r.header.dstAddr], ["tcp6", "::ffff:127.0.0.1", "2001:db8::5"]);
+  assert.equal(String.fromCharCode(...writeProxyHeader(1, { host: "fe80::1%eth0", port: 1 }, { host: "fe80::2", port: 2 })), "PROXY TCP6 fe80::1 fe80::2 1 2\r\n");
 });

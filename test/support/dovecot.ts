@@ -23,6 +23,9 @@ export interface DovecotOptions {
   /** An extra IMAP listener that requires a PROXY v1/v2 header. `true` = a free port. */
   readonly haproxyImapPort?: number | boolean;
   readonly haproxyPop3Port?: number | boolean;
+  /** With `ssl`: an implicit-TLS IMAP listener that requires a PROXY header before the TLS
+   *  handshake (`ssl = yes` and `haproxy = yes`). `true` = a free port. */
+  readonly haproxyImapsPort?: number | boolean;
   /** `haproxy_trusted_networks`; default "127.0.0.0/8". */
   readonly haproxyTrustedNetworks?: string;
   /** `login_trusted_networks` (who may forward the client's address); default "127.0.0.0/8", "" for none. */
@@ -61,6 +64,7 @@ export interface Dovecot {
   readonly lmtpPort: number;
   readonly haproxyImapPort?: number;
   readonly haproxyPop3Port?: number;
+  readonly haproxyImapsPort?: number;
   readonly imapsPort?: number;
   readonly pop3sPort?: number;
   readonly dir: string;
@@ -182,6 +186,7 @@ function buildConfig(o: {
   lmtpPort: number;
   haproxyImapPort?: number;
   haproxyPop3Port?: number;
+  haproxyImapsPort?: number;
   imapsPort?: number;
   pop3sPort?: number;
   usersFile: string;
@@ -227,7 +232,7 @@ userdb {
 service imap-login {
 ${listener("imap", o.imapPort)}${listener("imaps", o.imapsPort, o.imapsPort ? sslYes : "")}${
     o.haproxyImapPort ? listener("imap_haproxy", o.haproxyImapPort, haproxyYes) : ""
-  }}
+  }${o.haproxyImapsPort ? listener("imaps_haproxy", o.haproxyImapsPort, sslYes + haproxyYes) : ""}}
 service pop3-login {
 ${listener("pop3", o.pop3Port)}${listener("pop3s", o.pop3sPort, o.pop3sPort ? sslYes : "")}${
     o.haproxyPop3Port ? listener("pop3_haproxy", o.haproxyPop3Port, haproxyYes) : ""
@@ -286,13 +291,15 @@ export async function startDovecot(opts: DovecotOptions): Promise<Dovecot> {
     if (/[:\n]/.test(u.user + u.password)) throw new Error(`Cannot write Dovecot user "${u.user}": no ":" or newline`);
   }
 
-  const spare = await freePorts(7); // more than any config uses; distinct from each other
+  const spare = await freePorts(8); // more than any config uses; distinct from each other
   const take = (given: number | undefined): number => given ?? spare.shift()!;
   const imapPort = take(opts.imapPort);
   const pop3Port = take(opts.pop3Port);
   const lmtpPort = take(opts.lmtpPort);
   const haproxyImapPort = opts.haproxyImapPort === true ? take(undefined) : opts.haproxyImapPort || undefined;
   const haproxyPop3Port = opts.haproxyPop3Port === true ? take(undefined) : opts.haproxyPop3Port || undefined;
+  if (opts.haproxyImapsPort && !opts.ssl) throw new Error("Cannot start Dovecot with haproxyImapsPort: it needs `ssl`");
+  const haproxyImapsPort = opts.haproxyImapsPort === true ? take(undefined) : opts.haproxyImapsPort || undefined;
   const imapsPort = opts.ssl ? take(opts.imapsPort) : undefined;
   const pop3sPort = opts.ssl ? take(opts.pop3sPort) : undefined;
 
@@ -312,7 +319,7 @@ export async function startDovecot(opts: DovecotOptions): Promise<Dovecot> {
   fs.writeFileSync(
     configFile,
     buildConfig({
-      dir, opts, imapPort, pop3Port, lmtpPort, haproxyImapPort, haproxyPop3Port, imapsPort, pop3sPort,
+      dir, opts, imapPort, pop3Port, lmtpPort, haproxyImapPort, haproxyPop3Port, haproxyImapsPort, imapsPort, pop3sPort,
       usersFile, logFile,
     }),
   );
@@ -383,7 +390,7 @@ export async function startDovecot(opts: DovecotOptions): Promise<Dovecot> {
     `\n--- output ---\n${output}\n--- log ---\n${readLog()}`;
 
   try {
-    const ports = [imapPort, pop3Port, lmtpPort, haproxyImapPort, haproxyPop3Port, imapsPort, pop3sPort];
+    const ports = [imapPort, pop3Port, lmtpPort, haproxyImapPort, haproxyPop3Port, haproxyImapsPort, imapsPort, pop3sPort];
     for (const port of ports) {
       if (port === undefined) continue;
       await waitForPort(port, "127.0.0.1", opts.startTimeoutMs ?? 15_000, {
@@ -435,6 +442,7 @@ export async function startDovecot(opts: DovecotOptions): Promise<Dovecot> {
     lmtpPort,
     haproxyImapPort,
     haproxyPop3Port,
+    haproxyImapsPort,
     imapsPort,
     pop3sPort,
     dir,

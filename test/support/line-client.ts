@@ -5,7 +5,12 @@ import * as net from "node:net";
 import { Buffer } from "node:buffer";
 
 export interface LineClient {
+  /** The client's own port (what the server sees as the peer port). */
+  readonly localPort: number;
   send(text: string | Uint8Array): void;
+  /** Sends with Nagle off and resolves once the bytes are handed to the kernel: a flushed write
+   *  (`sendFlushed` byte by byte puts each byte in its own TCP segment). */
+  sendFlushed(data: string | Uint8Array): Promise<void>;
   /** Waits until the received text matches `re` (searched from the last consumed position); returns the text up to the end of the match. */
   expect(re: RegExp, timeoutMs?: number): Promise<string>;
   /** Everything received so far (latin1). */
@@ -30,7 +35,12 @@ export function connectClient(port: number, opts: { host?: string; localAddress?
     sock.on("error", () => {});
     sock.once("connect", () => {
       resolve({
+        localPort: sock.localPort ?? 0,
         send: (t) => { sock.write(typeof t === "string" ? Buffer.from(t, "latin1") : t); },
+        sendFlushed: (t) => new Promise<void>((res, rej) => {
+          sock.setNoDelay(true);
+          sock.write(typeof t === "string" ? Buffer.from(t, "latin1") : t, (err) => (err ? rej(err) : res()));
+        }),
         expect(re, timeoutMs = 10_000) {
           return new Promise((res, rej) => {
             const check = () => {

@@ -63,6 +63,11 @@ export interface BackendConn {
   /** Index of the step running now (steps.length once the script is done). */
   step: number;
   tls: boolean;
+  /** With `tls.ca`: the client certificate's subject ("CN=..."), and whether it verified against `ca`. */
+  peerSubject?: string;
+  peerVerified?: boolean;
+  /** With implicit `tls`: the server name the client asked for (SNI), if any. */
+  sni?: string;
   /** Bytes received after STARTTLS was asked for but before the handshake (must stay empty). */
   readonly plaintextAfterStartTls: Buffer[];
   /** "C: ..." / "S: ..." transcript in latin1, one entry per read or write. */
@@ -86,8 +91,9 @@ export interface MockBackendOptions {
   readonly refuse?: boolean;
   /** Expect a PROXY v1 or v2 header before the script starts. */
   readonly proxyProtocol?: boolean;
-  /** Implicit TLS from the first byte. */
-  readonly tls?: { readonly cert: string; readonly key: string };
+  /** Implicit TLS from the first byte; with `ca`, a client certificate is asked for (not required)
+   *  and its subject recorded in `peerSubject`. */
+  readonly tls?: { readonly cert: string; readonly key: string; readonly ca?: string };
 }
 
 export interface MockBackend {
@@ -345,6 +351,12 @@ export async function startMockBackend(opts: MockBackendOptions = {}): Promise<M
     connections.push(conn);
     for (const w of waiters) w();
     let out: net.Socket | tls.TLSSocket = sock;
+    if (sock instanceof tls.TLSSocket) conn.sni = (sock as tls.TLSSocket & { servername?: string | false }).servername || undefined;
+    if (sock instanceof tls.TLSSocket && opts.tls?.ca !== undefined) {
+      const peer = sock.getPeerCertificate();
+      if (peer?.subject) conn.peerSubject = `CN=${peer.subject.CN}`;
+      conn.peerVerified = sock.authorized;
+    }
     sock.on("close", () => {
       sockets.delete(sock);
       conn.closed = true;
@@ -508,9 +520,21 @@ export async function startMockBackend(opts: MockBackendOptions = {}): Promise<M
   };
 
   const server = opts.tls
-    ? tls.createServer({ cert: opts.tls.cert, key: opts.tls.key, allowHalfOpen: true }, handle)
+    ? tls.createServer({
+      cert: opts.tls.cert,
+      key: opts.tls.key,
+      allowHalfOpen: true,
+      ...(opts.tls.ca !== undefined ? { ca: opts.tls.ca, requestCert: true, rejectUnauthorized: false } : {}),
+    }, handle)
     : net.createServer({ allowHalfOpen: true }, handle);
   if (opts.tls) server.on("tlsClientError", () => {});
+  // every TCP connection, also one whose TLS handshake never finished (a client that refused our
+  // certificate and left): close() must not wait for those
+  const raw = new Set<net.Socket>();
+  server.on("connection", (s: net.Socket) => {
+    raw.add(s);
+    s.on("close", () => raw.delete(s));
+  });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen({ host, port: opts.port ?? 0 }, () => resolve());
@@ -542,6 +566,7 @@ export async function startMockBackend(opts: MockBackendOptions = {}): Promise<M
     async close() {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       for (const s of sockets) s.destroy();
+      for (const s of raw) s.destroy();
       await closed;
     },
   };
