@@ -351,7 +351,7 @@ function listenNow(at: ListenAt, onConn: (c: Conn) => void, t?: TlsServer, onTls
   const listener: Deno.Listener<Deno.TcpConn> = Deno.listen({ ...options, transport: "tcp" });
   const timeoutMs = at.handshakeTimeoutMs ?? TLS_HANDSHAKE_TIMEOUT_MS;
   let closed = false;
-  void (async () => {
+  const accepting = (async () => {
     for (;;) {
       let conn: Deno.TcpConn;
       try {
@@ -374,14 +374,16 @@ function listenNow(at: ListenAt, onConn: (c: Conn) => void, t?: TlsServer, onTls
   const addr = listener.addr as Deno.NetAddr;
   return {
     address: { host: addr.hostname, port: addr.port },
-    close: () => {
+    // stops accepting; live connections keep going. The port is free once the pending accept
+    // has ended: a listen on it right after (a reload) would fail before that.
+    close: async () => {
       closed = true;
       try {
-        listener.close(); // stops accepting; live connections keep going
+        listener.close();
       } catch {
         // already closed
       }
-      return Promise.resolve();
+      await accepting;
     },
   };
 }
