@@ -144,8 +144,11 @@ function runPrimary(platform: Platform, file: string, config: Config): void {
   cluster.schedulingPolicy = cluster.SCHED_NONE;
   let stopping = false;
   const byId = new Map<number, ReturnType<typeof cluster.fork>>();
+  const ticketSeed = randomBytes(32).toString("hex");
   const spawn = (id: number) => {
-    const w = cluster.fork({ POSTERN_WORKER_ID: String(id) });
+    // one ticket secret for all workers, as nginx's master makes the keys before forking: a
+    // session ticket one worker issued resumes on any other (node-tls.ts)
+    const w = cluster.fork({ POSTERN_WORKER_ID: String(id), POSTERN_TICKET_SEED: ticketSeed });
     byId.set(id, w);
     const started = Date.now();
     w.on("exit", (code, signal) => {

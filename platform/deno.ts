@@ -312,7 +312,17 @@ function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> 
 // ignores those options without a word, so they are refused here).
 
 function checkTls(t: TlsServer | TlsClient): TlsProblem[] {
-  if (t.side === "client") return commonClientProblems(t);
+  if (t.side === "client") {
+    const out = commonClientProblems(t);
+    if (t.ca !== undefined && t.verify) {
+      out.push({
+        option: "ca",
+        kind: "partial",
+        why: "Deno.startTls adds these CAs to its built-in roots (Mozilla's), which stay trusted too",
+      });
+    }
+    return out;
+  }
   const out = [...commonServerProblems(t), ...contextProblems(t)];
   const no = (option: string, why: string) => out.push({ option, kind: "unsupported", why });
   const old = versionsOf(t).filter((v) => v === "TLSv1" || v === "TLSv1.1");

@@ -14,7 +14,7 @@
 //   https://docs.openssl.org/3.0/man1/openssl-verify/#diagnostics (error numbers and texts)
 
 import { Buffer } from "node:buffer";
-import { constants as cryptoConstants, createPrivateKey, createPublicKey, randomBytes, X509Certificate } from "node:crypto";
+import { constants as cryptoConstants, createHmac, createPrivateKey, createPublicKey, randomBytes, X509Certificate } from "node:crypto";
 import { isIP } from "node:net";
 import * as tls from "node:tls";
 import type { TlsClient, TlsInfo, TlsProblem, TlsServer, TlsVersion } from "../src/platform.ts";
@@ -116,6 +116,7 @@ export function prepareServer(t: TlsServer): PreparedServer {
     return x.publicKey.asymmetricKeyType ?? "unknown";
   });
   const configured = t.ticketKeys?.[0];
+  const seed = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.POSTERN_TICKET_SEED;
   p = {
     keys,
     keyTypes,
@@ -124,12 +125,25 @@ export function prepareServer(t: TlsServer): PreparedServer {
       ? undefined
       : configured !== undefined
       ? nodeTicketKey(configured)
+      : seed
+      ? derivedTicketKey(seed, t)
       : new Uint8Array(randomBytes(NODE_TICKET_KEY_BYTES)),
     sessions: t.sessionCacheSize ? new SessionCache(t.sessionCacheSize, (t.sessionTimeoutSec ?? DEFAULT_SESSION_TIMEOUT_SEC) * 1000) : undefined,
     trusted: caFingerprints(t.ca),
   };
   PREPARED.set(t, p);
   return p;
+}
+
+/**
+ * Workers of one master (worker_processes) get the same secret (POSTERN_TICKET_SEED, see
+ * platform/cli.ts) and so the same ticket key for the same certificates: a ticket one worker
+ * issued resumes on another, as with nginx, whose master makes the keys before forking.
+ */
+function derivedTicketKey(seed: string, t: TlsServer): Uint8Array {
+  const material = t.certs.map((c) => c.cert).join("");
+  const part = (label: string) => createHmac("sha256", seed).update(label).update(material).digest();
+  return new Uint8Array(Buffer.concat([part("name"), part("keys")]).subarray(0, NODE_TICKET_KEY_BYTES));
 }
 
 /**

@@ -113,9 +113,12 @@ export interface Conn {
   /** Close both directions now; idempotent. */
   close(): void;
   /**
-   * Upgrade in place (STARTTLS, or TLS after a PROXY protocol header). `initial` are bytes already
-   * read from this connection that belong to the TLS stream (a ClientHello read together with the
-   * PROXY header); other plaintext read before is the caller's business (it is discarded).
+   * Upgrade in place: STARTTLS (no `initial`: bytes received but not read are plaintext sent
+   * after the command, and are discarded), or TLS from the start of the stream (`initial` given,
+   * possibly empty: implicit TLS, or TLS after a PROXY protocol header). `initial` are bytes already
+   * read that belong to the TLS stream (a ClientHello read together with the PROXY header); bytes
+   * received but not read yet follow them. A TlsClient failure on the peer's certificate rejects
+   * with TlsVerifyError.
    */
   startTls(tls: TlsServer | TlsClient, initial?: Uint8Array): Promise<Conn>;
   /** The peer certificate after a TLS handshake, if any. */

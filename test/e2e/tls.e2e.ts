@@ -702,8 +702,9 @@ for (const target of targets()) {
       assert.match(r.output, new RegExp(`\\[emerg\\] ssl_session_timeout is not supported on ${runtime}: `));
       return;
     }
-    const [a] = await resume(p.sessionTimeout, p.sessionTimeout, []);
+    const [a, b] = await resume(p.sessionTimeout, p.sessionTimeout, []);
     assert.match(a, /TLS session ticket lifetime hint: 7 \(seconds\)/);
+    assert.match(b, /^Reused, /m, "sessions still resume (on Bun this server runs on node:tls)");
   });
 
   // ---- client certificates ----
