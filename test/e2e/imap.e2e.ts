@@ -213,7 +213,8 @@ m.logout()
   });
 
   test(`${target}: a backend that refuses the connection gives the internal error and a close`, async () => {
-    auth.setHandler(authOk("127.0.0.1", closedPort));
+    // nothing listens on 127.0.0.9: another test server can never take this port there
+    auth.setHandler(authOk("127.0.0.9", closedPort));
     const c = await connectClient(p.http);
     await c.expect(/ready\r\n/);
     c.send("a1 LOGIN alice secret\r\n");
