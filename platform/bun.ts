@@ -682,8 +682,7 @@ function serveHttp(at: ListenAt, fetch: (r: Request) => Promise<Response> | Resp
 }
 
 // ---------------------------------------------------------------------------
-// DNS and scrypt: platform/node-dns-crypto.ts
-
+// Crypto, files, logs, signals, process (DNS and scrypt: platform/node-dns-crypto.ts)
 
 function randomBytes(n: number): Uint8Array {
   const out = new Uint8Array(n);

@@ -172,8 +172,7 @@ async function answer(
 }
 
 // ---------------------------------------------------------------------------
-// DNS and scrypt: platform/node-dns-crypto.ts
-
+// Crypto, files, logs, signals, process (DNS and scrypt: platform/node-dns-crypto.ts)
 
 function randomBytes(n: number): Uint8Array {
   const out = new Uint8Array(n);
