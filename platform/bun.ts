@@ -2,8 +2,8 @@
 // Platform adapter for Bun (1.x): Bun.listen / Bun.connect push callbacks turned into
 // the pull-style Conn (bounded read queue with pause/resume, write queue resumed on
 // drain), socket.upgradeTLS for STARTTLS on both sides, a callback-driven relay,
-// Bun.serve for HTTP, node:dns Resolver for DNS. TLS that must begin with bytes already
-// read (after a PROXY protocol header) runs node:tls over the Conn (tls-bridge.ts).
+// Bun.serve for HTTP, node:dns Resolver for DNS. Server TLS settings that native TLS cannot
+// honour run node:tls over the Conn (tls-bridge.ts).
 //
 // Docs relied on:
 //   https://bun.com/docs/runtime/networking/tcp        (Bun.listen, Bun.connect, handlers, allowHalfOpen)
@@ -14,6 +14,7 @@
 
 import { appendFileSync } from "node:fs";
 import { resolveDns, reverseDns, scrypt } from "./node-dns-crypto.ts";
+import { concat } from "../src/util/bytes.ts";
 import { isIP } from "node:net";
 import { hostname } from "node:os";
 import { checkServerIdentity, type PeerCertificate } from "node:tls";
@@ -31,7 +32,7 @@ import type {
   TlsProblem,
   TlsServer,
 } from "../src/platform.ts";
-import { asVerifyError, SocketConn, startClientTls, startServerTls } from "./node-socket.ts";
+import { asVerifyError, SocketConn, startServerTls } from "./node-socket.ts";
 import {
   commonClientProblems,
   commonServerProblems,
@@ -150,6 +151,8 @@ function judgeHandshake(s: Socket<BunConn>, policy: TlsPolicy, ok: boolean, err:
   return checkServerIdentity(policy.name, s.getPeerCertificate() as PeerCertificate) ?? undefined;
 }
 
+const NO_ADDRESS: Address = { host: "", port: 0 };
+
 type Pending = { bytes: Uint8Array; resolve: () => void; reject: (e: Error) => void };
 
 /** Where a relay wants the socket's events once it owns the connection. */
@@ -161,8 +164,8 @@ interface Sink {
 }
 
 class BunConn implements Conn {
-  remote: Address = { host: "", port: 0 };
-  local: Address = { host: "", port: 0 };
+  remote: Address = NO_ADDRESS;
+  #local: Address | undefined;
   tlsInfo?: TlsInfo;
   sock!: Socket<BunConn>;
   sink: Sink | undefined;
@@ -180,13 +183,28 @@ class BunConn implements Conn {
   #handshake: { policy: TlsPolicy; resolve: () => void; reject: (e: Error) => void } | undefined;
   #successor: BunConn | undefined; // the TLS side after upgradeTLS
 
+  /**
+   * Each address getter of a Bun socket is a getpeername/getsockname call, so addresses already
+   * known are not asked again: a backend's is where we connected, a listener's own when it is bound
+   * to one address, a TLS socket's those of the TCP socket under it. Bun sets TCP_NODELAY itself
+   * on every socket (line protocols must not hold a short reply back).
+   */
   bind(s: Socket<BunConn>, at?: ListenAt): void {
     this.sock = s;
     // a peer that is already gone when the open callback runs leaves these undefined
-    this.remote = { host: s.remoteAddress ?? "", port: s.remotePort ?? 0 };
-    this.local = { host: s.localAddress ?? "", port: s.localPort ?? 0 };
-    s.setNoDelay(true); // line protocols: never hold a short reply back (Nagle)
+    if (this.remote === NO_ADDRESS) this.remote = { host: s.remoteAddress ?? "", port: s.remotePort ?? 0 };
+    if (at !== undefined && this.#local === undefined) {
+      this.#local = at.port !== 0 && at.host !== "0.0.0.0" && at.host !== "::" ? { host: at.host, port: at.port } : this.local;
+    }
     if (at?.keepAlive) s.setKeepAlive(true);
+  }
+
+  get local(): Address {
+    return this.#local ??= { host: this.sock?.localAddress ?? "", port: this.sock?.localPort ?? 0 };
+  }
+
+  set local(a: Address) {
+    this.#local = a;
   }
 
   /** Resolves once the TLS handshake is done and accepted by `policy`; rejects and drops the socket otherwise. */
@@ -237,9 +255,9 @@ class BunConn implements Conn {
     h?.reject(err);
   }
 
-  onData(buf: Uint8Array): void {
+  /** `chunk` is the Buffer Bun made for this read, used as it is (a view on its .buffer would make JSC copy it out). */
+  onData(chunk: Uint8Array): void {
     if (this.#upgraded) return; // ciphertext under the TLS socket
-    const chunk = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength); // plain view, not a Buffer
     if (this.sink !== undefined) return this.sink.data(chunk);
     const reader = this.#reader;
     if (reader !== undefined) {
@@ -277,7 +295,7 @@ class BunConn implements Conn {
     if (err !== undefined) this.#error ??= err;
     this.#ended = true;
     this.#closed = true;
-    this.onHandshakeFailed(err ?? new Error("Cannot start TLS: connection closed during handshake"));
+    if (this.#handshake !== undefined) this.onHandshakeFailed(err ?? new Error("Cannot start TLS: connection closed during handshake"));
     this.#wakeReader();
     this.#failWrites();
     this.sink?.close(err);
@@ -290,9 +308,11 @@ class BunConn implements Conn {
   }
 
   #failWrites(): void {
-    const err = this.#error ?? new Error("Cannot write: connection closed");
-    for (const w of this.#writes.splice(0)) w.reject(err);
-    for (const done of this.#finWanted?.splice(0) ?? []) done();
+    if (this.#writes.length > 0) {
+      const err = this.#error ?? new Error("Cannot write: connection closed");
+      for (const w of this.#writes.splice(0)) w.reject(err);
+    }
+    if (this.#finWanted !== undefined) for (const done of this.#finWanted.splice(0)) done();
   }
 
   read(): Promise<Uint8Array | null> {
@@ -338,6 +358,11 @@ class BunConn implements Conn {
       head.resolve();
     }
     if (this.#finWanted !== undefined) this.#sendFin();
+  }
+
+  /** Writes are waiting for the socket to take them. */
+  flushing(): boolean {
+    return this.#writes.length > 0;
   }
 
   /** Resolves when every queued write has been taken by the socket. */
@@ -409,32 +434,35 @@ class BunConn implements Conn {
   /**
    * Without `initial` (STARTTLS), bytes received but not read are plaintext sent before
    * our reply: dropped. With `initial` (TLS right after a PROXY header), the TLS stream
-   * starts with `initial` and goes on with the unread bytes; upgradeTLS cannot be given
-   * bytes already read, so unless there are none, node:tls runs over this Conn instead.
+   * starts with `initial` and goes on with the unread bytes, handed to upgradeTLS as its
+   * `initialData`: an option missing from bun-types that Bun's own node:tls uses to adopt
+   * a socket with bytes already read (Bun 1.4.5). Native TLS rather than node:tls over this
+   * Conn (tls-bridge.ts) wherever it can run `t`: Bun's TLS over a Duplex answers the
+   * peer's close_notify with its own and refuses every write after it, so a reply to a
+   * command sent with the client's close would be lost; native TLS keeps the write side.
    */
   async startTls(t: TlsServer | TlsClient, initial?: Uint8Array, timeoutMs?: number): Promise<Conn> {
     if (this.#closed || this.#upgraded) throw new Error("Cannot start TLS: connection closed");
     await this.flushed();
-    const viaNode = t.side === "server" && !nativeTlsCan(t);
-    if (viaNode || (initial !== undefined && (initial.byteLength > 0 || this.#queue.length > 0))) {
+    if (t.side === "server" && !nativeTlsCan(t)) {
       if (initial === undefined) {
         // STARTTLS: bytes read but not consumed are plaintext sent after the command: dropped
         this.#queue = [];
         this.#queued = 0;
       }
       const { duplex, bridge } = bridgeStream(this); // reads the queue first, then the socket
-      const secure = t.side === "server"
-        ? await startServerTls(duplex, t, initial, timeoutMs)
-        : await startClientTls(duplex, t, this.remote.host, initial);
-      return new SocketConn(secure, { remote: this.remote, local: this.local }, tlsInfoOf(secure, t.side === "server" ? t : undefined), bridge);
+      const secure = await startServerTls(duplex, t, initial, timeoutMs);
+      return new SocketConn(secure, { remote: this.remote, local: this.local }, tlsInfoOf(secure, t), bridge);
     }
     const next = new BunConn();
     next.remote = this.remote;
     next.local = this.local;
-    // Bytes read but not consumed are plaintext sent after the command: dropped (CVE-2011-0411 class).
+    // STARTTLS: bytes read but not consumed are plaintext sent after the command, dropped
+    // (CVE-2011-0411 class); after a PROXY header they are the start of the TLS stream.
+    const initialData = initial === undefined ? undefined : this.#queue.reduce(concat, initial);
     this.#queue = [];
     this.#queued = 0;
-    this.#upgraded = true;
+    this.#upgraded = true; // set first: upgradeTLS passes initialData to onData too, as ciphertext
     this.#wakeReader();
     if (this.#paused) {
       this.#paused = false;
@@ -449,7 +477,8 @@ class BunConn implements Conn {
       data: next,
       tls: t.side === "server" ? serverTls(t) : clientTls(t, this.remote.host),
       socket: TLS_HANDLERS,
-    });
+      ...(initialData !== undefined && initialData.byteLength > 0 ? { initialData } : {}), // not in bun-types
+    } as Bun.TLSUpgradeOptions<BunConn>);
     await handshake;
     return next;
   }
@@ -521,50 +550,62 @@ function listenNow(at: ListenAt, onConn: (c: Conn) => void, t?: TlsServer, onTls
   };
 }
 
-async function connect(to: Address, timeoutMs: number, t?: TlsClient): Promise<Conn> {
+/** One handler set for every outgoing socket (Bun keeps handlers per call otherwise); a failed
+ *  connect rejects Bun.connect's promise, handled in connect(). */
+const CONNECT_HANDLERS: SocketHandler<BunConn> = { ...TLS_HANDLERS, connectError: () => {} };
+
+function connect(to: Address, timeoutMs: number, t?: TlsClient): Promise<Conn> {
   const c = new BunConn();
-  let timedOut = false;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const handshake = t === undefined ? undefined : c.awaitHandshake({ side: "client", verify: t.verify, name: t.serverName ?? to.host });
-  const connecting = (async () => {
-    const s = await Bun.connect<BunConn>({
+  c.remote = to;
+  return new Promise<Conn>((resolve, reject) => {
+    let settled = false;
+    const fail = (err: Error): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      c.onHandshakeFailed(err);
+      c.close();
+      reject(err);
+    };
+    const done = (): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve(c);
+    };
+    // covers the TCP connect and the TLS handshake
+    const timer = setTimeout(() => fail(new Error(`Cannot connect to "${to.host}:${to.port}": timed out after ${timeoutMs} ms`)), timeoutMs);
+    const handshake = t === undefined ? undefined : c.awaitHandshake({ side: "client", verify: t.verify, name: t.serverName ?? to.host });
+    handshake?.catch(fail);
+    Bun.connect<BunConn>({
       hostname: to.host,
       port: to.port,
       allowHalfOpen: true,
       data: c,
       tls: t === undefined ? undefined : clientTls(t, to.host),
-      socket: { ...TLS_HANDLERS, connectError: () => {} }, // the rejection is handled here
-    });
-    if (timedOut) s.close(); // too late: the caller has been told
-    await handshake;
-    return c;
-  })();
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      timedOut = true;
-      reject(new Error(`Cannot connect to "${to.host}:${to.port}": timed out after ${timeoutMs} ms`));
-    }, timeoutMs); // covers the TCP connect and the TLS handshake
+      socket: CONNECT_HANDLERS,
+    }).then((s) => {
+      if (settled) s.close(); // too late: the caller has been told
+      else if (handshake === undefined) done();
+      else handshake.then(done, fail);
+    }, fail);
   });
-  try {
-    return await Promise.race([connecting, timeout]);
-  } catch (err) {
-    connecting.catch(() => {});
-    c.onHandshakeFailed(err as Error);
-    c.close();
-    throw err;
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 // ---------------------------------------------------------------------------
 // Relay: native callbacks, bytes the destination did not take are queued and the
 // source paused until 'drain'
 
-class Pipe {
-  #queue: Uint8Array[] = [];
+/**
+ * One direction of a relay, src → dst. It is also src's Sink: src's data, FIN and close come here,
+ * and src's drain goes to the reverse pipe (src is that pipe's destination). No closures: an idle
+ * relayed session holds two of these and the control block.
+ */
+class Pipe implements Sink {
+  #queue: Uint8Array[] | undefined; // what dst has not taken yet; src is paused meanwhile
   #srcEnded = false;
   #done = false;
+  reverse!: Pipe;
 
   constructor(
     readonly src: BunConn,
@@ -577,47 +618,67 @@ class Pipe {
     if (this.#done || this.ctl.ended) return;
     this.ctl.touch();
     let rest = chunk;
-    if (this.#queue.length === 0) {
+    if (this.#queue === undefined) {
       const n = this.dst.sock.write(rest);
       if (n < 0) return this.ctl.fail(new Error("Cannot relay: write to a closed connection"));
       this.ctl.moved(this.dir, n);
       if (n === rest.byteLength) return;
       rest = rest.subarray(n);
+      this.#queue = [];
     }
     this.#queue.push(rest);
     this.src.sock.pause();
   }
 
-  /** The destination can take more. */
+  /** src can take more: that is the reverse pipe's destination draining. */
   drain(): void {
+    this.reverse.flush();
+  }
+
+  /** src sent FIN. */
+  end(): void {
+    this.srcEnd();
+  }
+
+  close(err?: Error): void {
+    if (this.ctl.ended) return;
+    if (err !== undefined) return this.ctl.fail(err);
+    this.srcEnd(); // Bun reports a FIN after our own shutdown as close, without end
+    this.reverse.abandon();
+  }
+
+  /** dst can take more. */
+  flush(): void {
     if (this.#done || this.ctl.ended) return;
     this.ctl.touch();
-    while (this.#queue.length > 0) {
-      const head = this.#queue[0];
+    const q = this.#queue;
+    while (q !== undefined && q.length > 0) {
+      const head = q[0];
       const n = this.dst.sock.write(head);
       if (n < 0) return this.ctl.fail(new Error("Cannot relay: write to a closed connection"));
       this.ctl.moved(this.dir, n);
       if (n < head.byteLength) {
-        this.#queue[0] = head.subarray(n);
+        q[0] = head.subarray(n);
         return;
       }
-      this.#queue.shift();
+      q.shift();
     }
+    this.#queue = undefined;
     if (this.#srcEnded) this.#finish();
     else this.src.sock.resume();
   }
 
   /** The source sent FIN (or is gone): FIN the destination once the queue is empty. */
-  end(): void {
+  srcEnd(): void {
     this.#srcEnded = true;
-    if (this.#queue.length === 0) this.#finish();
+    if (this.#queue === undefined) this.#finish();
   }
 
   /** The destination is gone: nothing more can be delivered this way. */
   abandon(): void {
     if (this.#done) return;
     this.#done = true;
-    this.#queue = [];
+    this.#queue = undefined;
     this.ctl.finished(this.dir);
   }
 
@@ -635,7 +696,12 @@ function relay(client: Conn, upstream: Conn, opts: RelayOpts): RelayHandle {
     upstream.close();
   });
   if (client instanceof BunConn && upstream instanceof BunConn) {
-    void relayNative(client, upstream, ctl);
+    if (client.flushing() || upstream.flushing()) {
+      // writes queued before the relay go first
+      void Promise.all([client.flushed(), upstream.flushed()]).then(() => relayNative(client, upstream, ctl));
+    } else {
+      relayNative(client, upstream, ctl);
+    }
   } else {
     void pumpConn(client, upstream, "client-to-upstream", ctl);
     void pumpConn(upstream, client, "upstream-to-client", ctl);
@@ -643,28 +709,18 @@ function relay(client: Conn, upstream: Conn, opts: RelayOpts): RelayHandle {
   return ctl;
 }
 
-async function relayNative(a: BunConn, b: BunConn, ctl: RelayControl): Promise<void> {
-  await Promise.all([a.flushed(), b.flushed()]); // writes queued before the relay go first
+function relayNative(a: BunConn, b: BunConn, ctl: RelayControl): void {
   if (ctl.ended) return;
   const ab = new Pipe(a, b, "client-to-upstream", ctl);
   const ba = new Pipe(b, a, "upstream-to-client", ctl);
-  const sinkFor = (from: Pipe, to: Pipe): Sink => ({
-    data: (chunk) => from.data(chunk),
-    drain: () => to.drain(),
-    end: () => from.end(),
-    close: (err) => {
-      if (ctl.ended) return;
-      if (err !== undefined) return ctl.fail(err);
-      from.end(); // Bun reports a FIN after our own shutdown as close, without end
-      to.abandon();
-    },
-  });
-  const sa = a.attach(sinkFor(ab, ba));
-  const sb = b.attach(sinkFor(ba, ab));
-  for (const [state, from, to] of [[sa, ab, ba], [sb, ba, ab]] as const) {
+  ab.reverse = ba;
+  ba.reverse = ab;
+  const sa = a.attach(ab);
+  const sb = b.attach(ba);
+  for (const [state, from] of [[sa, ab], [sb, ba]] as const) {
     for (const chunk of state.pending) from.data(chunk);
-    if (state.ended) from.end();
-    if (state.closed) to.abandon();
+    if (state.ended) from.srcEnd();
+    if (state.closed) from.reverse.abandon();
   }
 }
 

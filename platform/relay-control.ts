@@ -12,7 +12,7 @@ export class RelayControl implements RelayHandle {
   upstreamToClient = 0;
   /** True once the relay has settled; pumps stop touching the connections. */
   ended = false;
-  #finished = new Set<Direction>();
+  #finished = 0; // bit 1: client-to-upstream, bit 2: upstream-to-client
   #firstEnd: RelayStats["end"] | undefined;
   #lastActive = performance.now();
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -43,8 +43,8 @@ export class RelayControl implements RelayHandle {
   finished(dir: Direction): void {
     if (this.ended) return;
     this.#firstEnd ??= dir === "client-to-upstream" ? "client-closed" : "upstream-closed";
-    this.#finished.add(dir);
-    if (this.#finished.size === 2) this.#settle(this.#firstEnd);
+    this.#finished |= dir === "client-to-upstream" ? 1 : 2;
+    if (this.#finished === 3) this.#settle(this.#firstEnd);
   }
 
   fail(err: unknown): void {

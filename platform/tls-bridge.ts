@@ -1,7 +1,11 @@
 // A node:stream Duplex over any byte stream, so node:tls can run where the runtime has
 // no native way: Deno (server-side STARTTLS, client certificates, verify off) and Bun
-// (TLS that must start with bytes already read, e.g. after a PROXY protocol header).
-// node:stream and node:tls exist on all three runtimes.
+// (server TLS settings its native TLS cannot honour: ssl_ecdh_curve, ssl_crl,
+// ssl_session_timeout, ssl_verify_depth). node:stream and node:tls exist on all three runtimes.
+// Bun 1.4.5's TLS over a Duplex answers the peer's close_notify with its own and refuses any
+// write after it (no TLS 1.3 half-close), so there a reply to a command the client sent with
+// its close is lost; nothing below the TLS layer can tell a close_notify from data (TLS 1.3
+// encrypts alerts), which is why Bun runs native TLS wherever it can (platform/bun.ts startTls).
 //
 // Docs relied on:
 //   https://nodejs.org/api/stream.html#implementing-a-duplex-stream

@@ -159,7 +159,7 @@ function build(config: Config, platform: Platform): Built {
   const sink = (dest: string, line: string) => platform.writeLog(dest, line);
   const logger = createLogger(config.errorLog, sink, platform.pid());
   for (const n of tls.notices) logger.log("notice", n);
-  const builtin = createBuiltinAuth(config.auth, platform.scrypt);
+  const builtin = createBuiltinAuth(config.auth, platform.scrypt, platform.randomBytes);
   const servers = new Map<string, RuntimeServer>();
   const serverLoggers = new Map<string, Logger>();
   for (const s of config.servers) {
@@ -220,17 +220,21 @@ export async function startPostern(config: Config, platform: Platform, opts: Sta
   let httpKey = "";
   const httpDeps = { version: VERSION, metrics, auth: built.builtin, now: () => Date.now() };
 
-  const deps = (logger: Logger): DriverDeps => ({ platform, logger, metrics, sessions, nextSid: () => ++sid });
-
   let drained: (() => void) | undefined; // resolves a graceful stop once the last session ends
+  const nextSid = () => ++sid;
+  const onSessionEnd = () => sessions.size === 0 && drained?.();
+  const depsOf = new WeakMap<Logger, DriverDeps>(); // one per logger, not one per session
+  const deps = (logger: Logger): DriverDeps => {
+    let d = depsOf.get(logger);
+    if (d === undefined) depsOf.set(logger, d = { platform, logger, metrics, sessions, nextSid, onSessionEnd });
+    return d;
+  };
 
   async function openListener(key: string, rs: RuntimeServer, logger: Logger): Promise<void> {
     const l = rs.listen;
     const entry: OpenListener = { current: rs, logger, listener: undefined as unknown as Listener };
     const onConn = (c: Conn) => {
-      runSession(c, entry.current, deps(entry.logger))
-        .catch((e) => entry.logger.log("error", `session crashed: ${e}`))
-        .finally(() => sessions.size === 0 && drained?.());
+      runSession(c, entry.current, deps(entry.logger)).catch((e) => entry.logger.log("error", `session crashed: ${e}`));
     };
     // Plain TCP even for "listen ... ssl": the session starts TLS (driver.ts), with the server's
     // certificates of the moment, so a reload that changes them needs no new listener.

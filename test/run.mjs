@@ -448,7 +448,7 @@ async function main() {
   if (opts.kinds.includes("e2e") && e2eFiles.length) plan.push({ kind: "e2e", files: e2eFiles });
 
   const testSteps = plan.filter((p) => p.kind !== "typecheck");
-  if (testSteps.length === 0) {
+  if (testSteps.length === 0 && !runTypecheck) {
     const why = opts.filters.length ? `no test file matches ${opts.filters.map((f) => `"${f}"`).join(", ")}` :
       "no test files found under test/";
     fail(`${why} (kinds: ${opts.kinds.join(", ")}; runtimes: ${opts.runtimes.join(", ")})`);

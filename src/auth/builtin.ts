@@ -9,14 +9,57 @@ import type { AuthQuery, AuthReply, AuthService } from "./types.ts";
 
 const FAILED = "Invalid login or password";
 
+const CACHE_KEY_BYTES = 32;
+
 interface Entry {
   readonly user: AuthUser;
   readonly hash: ParsedHash | null;
+  /** The last password that passed scrypt for this user, as a keyed MAC, until `until` (ms). */
+  cached?: { readonly mac: Uint8Array; readonly until: number };
+  /** The scrypt check in progress for this user, if any (one at a time is shared). */
+  checking?: { readonly mac: Uint8Array; readonly result: Promise<boolean> };
 }
 
-export function createBuiltinAuth(config: AuthConfig, scrypt: Scrypt): AuthService {
+/**
+ * `randomBytes` makes the per-process key of the verified-credentials cache (auth.cache_ttl):
+ * a password that passed scrypt is remembered as HMAC(key, password bytes), never in the clear,
+ * one entry per configured user, so the same user and password again within the TTL skip the
+ * ~40 ms of scrypt. Failures are never remembered. `now` is the clock (ms) for the TTL.
+ */
+export function createBuiltinAuth(
+  config: AuthConfig,
+  scrypt: Scrypt,
+  randomBytes: (n: number) => Uint8Array,
+  now: () => number = Date.now,
+): AuthService {
   const users = new Map<string, Entry>();
   for (const u of config.users) users.set(u.user, { user: u, hash: u.passwordHash ? parsePasswordHash(u.passwordHash) : null });
+  const ttl = config.cacheTtl;
+  const cacheKey = ttl > 0 ? randomBytes(CACHE_KEY_BYTES) : new Uint8Array(0);
+
+  /** scrypt, or the cache when this user's last verified password within the TTL was `given`. */
+  const verifyHashed = async (e: Entry, hash: ParsedHash, given: Uint8Array): Promise<boolean> => {
+    if (ttl <= 0) return verifyPassword(given, hash, scrypt);
+    const mac = hmacMd5(cacheKey, given);
+    const c = e.cached;
+    if (c && now() < c.until && equalBytes(mac, c.mac)) return true;
+    if (c && now() >= c.until) e.cached = undefined;
+    // a client opening several connections at once: the same password already being checked
+    // shares that one scrypt (its result is not kept once it is known, unless a success)
+    const p = e.checking;
+    if (p && equalBytes(mac, p.mac)) return p.result;
+    const result = verifyPassword(given, hash, scrypt).then((ok) => {
+      if (ok) e.cached = { mac, until: now() + ttl };
+      return ok;
+    });
+    e.checking = { mac, result };
+    try {
+      return await result;
+    } finally {
+      if (e.checking?.result === result) e.checking = undefined;
+    }
+  };
+
   const waitSeconds = Math.max(0, Math.ceil(config.failureDelay / 1000));
 
   const fail = (q: AuthQuery): AuthReply => ({
@@ -48,7 +91,7 @@ export function createBuiltinAuth(config: AuthConfig, scrypt: Scrypt): AuthServi
         case "plain":
         case "login": {
           const given = toBytes(q.pass);
-          const ok = e.hash ? await verifyPassword(given, e.hash, scrypt) : plain !== undefined && equalBytes(given, utf8(plain));
+          const ok = e.hash ? await verifyHashed(e, e.hash, given) : plain !== undefined && equalBytes(given, utf8(plain));
           return ok ? accept(e, q, undefined) : fail(q);
         }
         case "cram-md5": {

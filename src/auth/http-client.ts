@@ -99,34 +99,35 @@ export function createHttpAuth(
       for (const [k, v] of authRequestHeaders(q, headers)) text += `${k}: ${v}\r\n`;
       const request = toBytes(text + "\r\n");
       const deadline = Date.now() + timeoutMs;
-      let timer: ReturnType<typeof setTimeout> | undefined;
       let current: Conn | undefined;
-      const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => {
-          current?.close();
-          reject(new AuthHttpError(`auth http server timed out after ${timeoutMs} ms`));
-        }, timeoutMs);
-      });
-      const attempt = async (): Promise<AuthReply> => {
+      let timedOut = false;
+      // auth_http_timeout: closing the connection in use ends the exchange waiting on it
+      const timer = setTimeout(() => {
+        timedOut = true;
+        current?.close();
+      }, timeoutMs);
+      try {
         // a pooled connection may have been closed by the server meanwhile: then try a fresh one
         for (;;) {
           const pooled = idle.pop();
           current = pooled ?? await io.connect(to, Math.max(1, deadline - Date.now()));
+          if (timedOut) throw new AuthHttpError("timed out");
           try {
             const r = await exchange(current, request);
+            if (timedOut) throw new AuthHttpError("timed out");
             if (r.reusable && idle.length < MAX_IDLE_CONNECTIONS) idle.push(current);
             else current.close();
             return r.reply;
           } catch (e) {
             current.close();
+            if (timedOut) throw e;
             if (pooled && e instanceof AuthHttpError && e.message === "closed") continue;
             if (e instanceof AuthHttpError && e.message === "closed") throw new AuthHttpError("auth http server closed the connection");
             throw e;
           }
         }
-      };
-      try {
-        return await Promise.race([attempt(), timeout]);
+      } catch (e) {
+        throw timedOut ? new AuthHttpError(`auth http server timed out after ${timeoutMs} ms`) : e;
       } finally {
         clearTimeout(timer);
       }

@@ -910,7 +910,7 @@ function parseLayer(map: YMap, at: At, L: Loader, where: "mail" | "server"): Lay
       if (e.key === "<<") L.error(keyAt, "YAML merge keys are not supported; put shared settings under mail:");
       else if (TOP_ONLY.has(e.key)) L.error(keyAt, "allowed only at the top level of the file");
       else if (e.key === "servers") L.error(keyAt, "a server cannot hold servers; list them under mail.servers");
-      else if (e.key === "users" || e.key === "failure_delay" || e.key === "max_attempts") L.error(keyAt, "belongs under auth:");
+      else if (AUTH_KEYS.includes(e.key)) L.error(keyAt, "belongs under auth:");
       else L.error(keyAt, unknownKey(e.key, where === "mail" ? [...MAIL_DIRECTIVES, "servers"] : MAIL_DIRECTIVES));
       continue;
     }
@@ -1201,7 +1201,8 @@ function parseHttp(node: Y, at: At, L: Loader): { http: HttpConfig; listenAt?: A
 }
 
 const USER_KEYS = ["user", "password_hash", "password", "backend", "backend_user", "backend_password"];
-const AUTH_KEYS = ["users", "failure_delay", "max_attempts"];
+const AUTH_KEYS = ["users", "failure_delay", "max_attempts", "cache_ttl"];
+const AUTH_CACHE_TTL = 3_600_000; // 1h, as Dovecot's auth_cache_ttl; a reload empties the cache anyway
 
 function parseBackend(node: Y, at: At, L: Loader): { host: string; port: number } | undefined {
   if (node.kind === "map") {
@@ -1304,7 +1305,7 @@ function parseUser(node: Y, at: At, L: Loader): AuthUser | undefined {
 }
 
 function parseAuth(node: Y | undefined, at: At, L: Loader): AuthConfig {
-  const result = { users: [] as AuthUser[], failureDelay: 3000, maxAttempts: 3 };
+  const result = { users: [] as AuthUser[], failureDelay: 3000, maxAttempts: 3, cacheTtl: AUTH_CACHE_TTL };
   if (!node) return result;
   const m = entries(node, at, L, AUTH_KEYS);
   if (!m) return result;
@@ -1312,6 +1313,8 @@ function parseAuth(node: Y | undefined, at: At, L: Loader): AuthConfig {
   if (fd) result.failureDelay = time(fd.node, fd.at, L) ?? result.failureDelay;
   const ma = m.get("max_attempts");
   if (ma) result.maxAttempts = L.take(ma.at, v.parseCount(scalarValue(ma.node), 1)) ?? result.maxAttempts;
+  const ct = m.get("cache_ttl");
+  if (ct) result.cacheTtl = time(ct.node, ct.at, L) ?? result.cacheTtl;
   const us = m.get("users");
   if (us) {
     if (us.node.kind !== "seq") {

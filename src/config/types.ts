@@ -118,6 +118,9 @@ export interface AuthConfig {
   readonly users: readonly AuthUser[];
   readonly failureDelay: number; // ms; sent as Auth-Wait on a failed login
   readonly maxAttempts: number; // after this many failures no Auth-Wait: the client is closed
+  /** ms a user's password that passed scrypt is remembered (as a keyed MAC) so that the same
+   *  password again skips scrypt; 0 = no cache. Failures are never cached. */
+  readonly cacheTtl: number;
 }
 
 export interface HttpConfig {

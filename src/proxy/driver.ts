@@ -6,7 +6,7 @@ import { decideAuth } from "../auth/protocol.ts";
 import type { ListenSpec, ServerConfig } from "../config/types.ts";
 import type { Logger, SessionLogContext } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
-import { type Conn, type Platform, type TlsClient, type TlsInfo, type TlsServer, TlsVerifyError } from "../platform.ts";
+import { type Conn, type Platform, type RelayHandle, type RelayStats, type TlsClient, type TlsInfo, type TlsServer, TlsVerifyError } from "../platform.ts";
 import type { Action, AuthOutcome, CompiledServer, Credentials, Input, ProtocolMachine, UpstreamAction, UpstreamInput } from "../protocol/types.ts";
 import { concat, escapeForLog, fromBytes, toBytes } from "../util/bytes.ts";
 import { addressTrusted, brokenHeader, canonicalAddress, type ProxyHeader, readProxyHeader, writeProxyHeader } from "./proxy-protocol.ts";
@@ -35,6 +35,8 @@ export interface DriverDeps {
   readonly metrics: Metrics;
   readonly sessions: Set<LiveSession>;
   nextSid(): number;
+  /** Called once a session has ended and left `sessions`. */
+  onSessionEnd?(): void;
 }
 
 class Deadline extends Error {}
@@ -43,20 +45,77 @@ class Deadline extends Error {}
  *  logged at info as nginx does, and nothing more is written to it. */
 class ClientGone extends Error {}
 
-/** `p`, with a failure of the client's connection turned into ClientGone("what (why)"). */
-function clientIo<T>(p: Promise<T>, what: string): Promise<T> {
-  return p.catch((e) => {
-    throw e instanceof Deadline || e instanceof ClientGone ? e : new ClientGone(`${what} (${e instanceof Error ? e.message : String(e)})`);
-  });
-}
-
-/** Resolves as `p`, or rejects with Deadline once `at` (ms since epoch) passes. */
+/** Resolves as `p`, or rejects with Deadline once `at` (ms since epoch) passes (the rare waits:
+ *  TLS handshakes, DNS, a last FIN). */
 function before<T>(p: Promise<T>, at: number): Promise<T> {
   const ms = at - Date.now();
   if (ms <= 0) return Promise.reject(new Deadline());
   let timer: ReturnType<typeof setTimeout> | undefined;
   const t = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Deadline()), ms)));
   return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * nginx's per-connection timer: one timer per session bounds every read and write before the
+ * relay, against a deadline the session moves (`timeout` after the greeting, after TLS, after
+ * auth). When it passes during a wait, the connection waited on is closed, which ends the wait,
+ * and the wait throws Deadline. One timer instead of one per operation: it is armed by a wait,
+ * re-armed only when it fires before the deadline, and not at all between waits.
+ */
+class SessionTimer {
+  at = 0;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #waitingOn: Conn | undefined;
+  #expired = false;
+
+  /** The deadline from now on (ms since epoch). */
+  until(at: number): void {
+    if (this.#timer !== undefined && at < this.at) this.stop();
+    this.at = at;
+    this.#expired = false;
+  }
+
+  /**
+   * Resolves as `op` (an operation already started on `c`), or throws Deadline; a failure of the
+   * client's connection `client` becomes ClientGone("what (why)").
+   */
+  async wait<T>(c: Conn, op: Promise<T>, client: Conn, what: string): Promise<T> {
+    const now = Date.now();
+    if (now >= this.at) {
+      op.catch(() => {});
+      throw new Deadline();
+    }
+    this.#waitingOn = c;
+    this.#timer ??= setTimeout(this.#fire, this.at - now);
+    try {
+      const v = await op;
+      if (this.#expired) throw new Deadline();
+      return v;
+    } catch (e) {
+      if (this.#expired || e instanceof Deadline) throw new Deadline();
+      throw c === client && !(e instanceof ClientGone) ? new ClientGone(`${what} (${message(e)})`) : e;
+    } finally {
+      this.#waitingOn = undefined;
+    }
+  }
+
+  #fire = (): void => {
+    this.#timer = undefined;
+    const c = this.#waitingOn;
+    if (c === undefined) return; // the next wait arms it again
+    const left = this.at - Date.now();
+    if (left > 0) {
+      this.#timer = setTimeout(this.#fire, left);
+      return;
+    }
+    this.#expired = true;
+    c.close();
+  };
+
+  stop(): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
 }
 
 /** Verification errors that only say the issuer is unknown: what ssl_verify_client optional_no_ca forgives. */
@@ -77,6 +136,69 @@ function verifyText(t: TlsInfo): string {
   return r.replace(/^\d+:/, "");
 }
 
+/**
+ * What outlives the login: the two connections, the relay, and how to end them. runSession returns
+ * once the relay has started, so an idle proxied session holds this object, its connections and
+ * the relay's state, and none of the login's (nginx frees its login buffers the same way).
+ */
+class Session implements LiveSession {
+  conn: Conn;
+  upstream: Conn | undefined;
+  relay: RelayHandle | undefined;
+  aborted = false;
+
+  constructor(readonly ctx: SessionLogContext, client: Conn, readonly deps: DriverDeps) {
+    this.conn = client;
+  }
+
+  abort(why: string): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.deps.logger.log("info", why, this.ctx);
+    this.relay?.abort();
+    this.conn.close();
+    this.upstream?.close();
+  }
+
+  /** Both connections closed, the session forgotten. */
+  end(): void {
+    this.conn.close();
+    this.upstream?.close();
+    const d = this.deps;
+    d.metrics.active--;
+    d.sessions.delete(this);
+    d.onSessionEnd?.();
+  }
+
+  /** The relay runs on without the login's state; its end is logged and counted here. */
+  relayed(handle: RelayHandle): void {
+    this.relay = handle;
+    handle.done.then((stats) => this.#relayEnded(stats), (e) => {
+      this.deps.logger.log("error", `relay failed: ${message(e)}`, this.ctx);
+      this.end();
+    });
+  }
+
+  #relayEnded(stats: RelayStats): void {
+    const { logger, metrics } = this.deps;
+    const ctx = this.ctx;
+    metrics.bytesClientToUpstream += stats.clientToUpstream;
+    metrics.bytesUpstreamToClient += stats.upstreamToClient;
+    ctx.action = undefined;
+    if (stats.end === "timeout") logger.log("info", "client timed out while proxying", ctx);
+    else if (stats.end === "error") logger.log("info", `proxied session failed: ${stats.error ?? "connection error"}`, ctx);
+    if (stats.end !== "aborted" && logger.enabled("info")) {
+      logger.log("info", `proxied session done, bytes from client: ${stats.clientToUpstream}, to client: ${stats.upstreamToClient}`, ctx);
+    }
+    this.end();
+  }
+}
+
+/**
+ * Runs one client connection up to the relay: PROXY header, TLS, login, auth, backend login. The
+ * returned promise settles when the session has ended or its relay has started (Session.relayed
+ * takes it from there).
+ */
 export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDeps): Promise<void> {
   const { logger, metrics, platform } = deps;
   const cfg: ServerConfig = rs.compiled.config;
@@ -87,29 +209,25 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
     client: client.remote.host,
     server: `${client.local.host}:${client.local.port}`,
   };
+  // `conn` and `upstream` change with TLS; every change is copied to `live`, which a shutdown
+  // and the relay's end use
   let conn = client;
   let upstream: Conn | undefined;
-  let aborted = false;
-  let relayAbort: (() => void) | undefined;
-  const live: LiveSession = {
-    ctx,
-    abort(why) {
-      if (aborted) return;
-      aborted = true;
-      logger.log("info", why, ctx);
-      relayAbort?.();
-      conn.close();
-      upstream?.close();
-    },
-  };
+  const live = new Session(ctx, client, deps);
+  let relaying = false;
   deps.sessions.add(live);
   metrics.connections++;
   metrics.active++;
-  logger.log("info", `client ${client.remote.host}:${client.remote.port} connected to ${ctx.server}`, { ...ctx, bare: true });
+  const info = logger.enabled("info"); // the per-session lines below are built only when they are written
+  if (info) logger.log("info", `client ${client.remote.host}:${client.remote.port} connected to ${ctx.server}`, { ...ctx, bare: true });
 
-  const write = (c: Conn, text: string | Uint8Array, deadline: number) => {
-    const done = before(c.write(typeof text === "string" ? toBytes(text) : text), deadline);
-    return c === conn ? clientIo(done, "send() failed") : done;
+  const timer = new SessionTimer();
+  const write = (c: Conn, text: string | Uint8Array): Promise<void> =>
+    timer.wait(c, c.write(typeof text === "string" ? toBytes(text) : text), conn, "send() failed");
+  /** A last word to the client after a failure: bounded by `ms` of its own, errors ignored. */
+  const lastWord = (text: string, ms: number): Promise<void> => {
+    timer.until(Date.now() + ms);
+    return write(conn, text).catch(() => {});
   };
 
   let clientHost = "[UNAVAILABLE]"; // nginx's value when there is no resolver
@@ -125,10 +243,10 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
   let proxyHeader: ProxyHeader | undefined;
 
   try {
-    let deadline = Date.now() + cfg.timeout;
+    timer.until(Date.now() + cfg.timeout);
     if (rs.listen.proxyProtocol) {
       ctx.action = "reading PROXY protocol";
-      const got = await readProxy(deadline);
+      const got = await readProxy();
       if (!got) return;
       proxyHeader = got.header;
       // nginx's realip: only a peer in set_real_ip_from is believed; the Proxy-Protocol-* auth
@@ -142,7 +260,8 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
         // "listen ... ssl proxy_protocol": the header came in clear, TLS starts after it
         if (!rs.tlsServer) throw new Error("ssl listen without a TLS server context");
         ctx.action = "SSL handshaking";
-        conn = await clientIo(before(conn.startTls(rs.tlsServer, got.rest), deadline), "SSL handshake failed");
+        conn = await handshake(conn.startTls(rs.tlsServer, got.rest));
+        live.conn = conn;
       } else if (got.rest.length) {
         pendingRead = Promise.resolve(got.rest);
       }
@@ -152,7 +271,8 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
       // the server's current certificates, bounded by `timeout`, as nginx's ngx_mail_ssl_init_connection
       if (!rs.tlsServer) throw new Error("ssl listen without a TLS server context");
       ctx.action = "SSL handshaking";
-      conn = await clientIo(before(conn.startTls(rs.tlsServer, new Uint8Array(0)), deadline), "SSL handshake failed");
+      conn = await handshake(conn.startTls(rs.tlsServer, new Uint8Array(0)));
+      live.conn = conn;
     }
     if (rs.listen.ssl && !(await certAccepted())) return;
     if (m.resolvesClient && cfg.resolver.addresses.length > 0) {
@@ -176,7 +296,7 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
       for (const a of actions) {
         switch (a.kind) {
           case "reply":
-            await write(conn, a.text, deadline);
+            await write(conn, a.text);
             break;
           case "log":
             logger.log(a.level, a.message, ctx);
@@ -187,18 +307,19 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
           case "start-tls":
             if (!rs.tlsServer) throw new Error("start-tls without a TLS server context");
             ctx.action = "SSL handshaking";
-            conn = await clientIo(before(conn.startTls(rs.tlsServer), deadline), "SSL handshake failed");
+            conn = await handshake(conn.startTls(rs.tlsServer));
+            live.conn = conn;
             ctx.action = "in auth state";
             if (!(await certAccepted())) {
               end = true;
               break;
             }
-            deadline = Date.now() + cfg.timeout;
+            timer.until(Date.now() + cfg.timeout);
             next = { kind: "tls-started" };
             break;
           case "ask-auth":
             next = { kind: "auth-result", outcome: await authenticate(a.credentials) };
-            deadline = Date.now() + cfg.timeout;
+            timer.until(Date.now() + cfg.timeout);
             ctx.action = "in auth state";
             break;
           case "proxy":
@@ -208,15 +329,15 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
           case "delay": {
             ctx.action = "in delay pipelining state";
             const read = readClient();
-            const early = await clientIo(Promise.race([read, sleep(a.ms).then(() => undefined)]), "recv() failed");
+            const early = await timer.wait(conn, Promise.race([read, sleep(a.ms).then(() => undefined)]), conn, "recv() failed");
             if (early === undefined) {
               pendingRead = read;
               next = { kind: "delay-done" };
-              deadline = Date.now() + cfg.timeout;
+              timer.until(Date.now() + cfg.timeout);
               ctx.action = "in auth state";
             } else {
               if (early) logger.log("info", `client was rejected before greeting: "${escapeForLog(fromBytes(early.subarray(0, 256)))}"`, ctx);
-              if (early) await write(conn, a.earlyReply, deadline).catch(() => {});
+              if (early) await write(conn, a.earlyReply).catch(() => {});
               end = true;
             }
             break;
@@ -224,9 +345,9 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
         }
         if (end) break;
       }
-      if (end || aborted) break;
+      if (end || live.aborted) break;
       if (!next) {
-        const bytes = await clientIo(before(readClient(), deadline), "recv() failed");
+        const bytes = await timer.wait(conn, readClient(), conn, "recv() failed");
         if (bytes === null) {
           logger.log("info", "client closed connection", ctx);
           break;
@@ -238,22 +359,20 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
       actions = step.actions;
     }
   } catch (e) {
-    if (aborted) {
+    if (live.aborted) {
       // already logged by abort()
     } else if (e instanceof ClientGone) {
       logger.log("info", e.message, ctx);
     } else if (e instanceof Deadline) {
       logger.log("info", upstream ? "upstream timed out" : "client timed out", ctx);
-      if (upstream) await write(conn, m.internalError, Date.now() + 1000).catch(() => {});
+      if (upstream) await lastWord(m.internalError, 1000);
     } else {
       logger.log("error", `session failed: ${message(e)}`, ctx);
-      await write(conn, m.internalError, Date.now() + 1000).catch(() => {});
+      await lastWord(m.internalError, 1000);
     }
   } finally {
-    conn.close();
-    upstream?.close();
-    metrics.active--;
-    deps.sessions.delete(live);
+    timer.stop();
+    if (!relaying) live.end();
   }
 
   /**
@@ -280,9 +399,13 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
 
   /** The last words of a session that just finished its handshake: sent, flushed through TLS, then FIN. */
   async function refuse(text: string): Promise<void> {
-    const until = Date.now() + 5000;
-    await write(conn, text, until).catch(() => {});
-    await before(conn.closeWrite(), until).catch(() => {});
+    await lastWord(text, 5000);
+    await before(conn.closeWrite(), timer.at).catch(() => {});
+  }
+
+  /** A TLS handshake with the client, bounded by the session's deadline. */
+  function handshake(p: Promise<Conn>): Promise<Conn> {
+    return timer.wait(conn, before(p, timer.at), conn, "SSL handshake failed");
   }
 
   /**
@@ -290,10 +413,10 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
    * it is missing, malformed or cut short. Nothing is ever written to the client here: it has not
    * been greeted, and what it sent never reaches the protocol parser. `timeout` bounds the wait.
    */
-  async function readProxy(deadline: number): Promise<{ header: ProxyHeader; rest: Uint8Array } | null> {
+  async function readProxy(): Promise<{ header: ProxyHeader; rest: Uint8Array } | null> {
     let buf: Uint8Array = new Uint8Array(0);
     for (;;) {
-      const chunk = await clientIo(before(conn.read(), deadline), "recv() failed");
+      const chunk = await timer.wait(conn, conn.read(), conn, "recv() failed");
       if (chunk === null) {
         if (buf.length === 0) logger.log("info", "client closed connection", ctx);
         else logger.log("error", brokenHeader(buf), ctx);
@@ -416,28 +539,28 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
     const to = a.to;
     ctx.upstream = to.host.includes(":") ? `[${to.host}]:${to.port}` : `${to.host}:${to.port}`;
     ctx.action = "connecting to upstream";
-    const deadline = Date.now() + cfg.timeout;
+    timer.until(Date.now() + cfg.timeout);
     const implicitTls = cfg.proxySsl === "on" ? rs.tlsUpstream : undefined;
     const sendProxy = cfg.proxyProtocol !== "off";
     try {
       // a PROXY header goes first, in clear, so TLS to the backend starts after it
-      upstream = await platform.connect(to, cfg.timeout);
+      upstream = live.upstream = await platform.connect(to, cfg.timeout);
       if (sendProxy) {
         const header = writeProxyHeader(cfg.proxyProtocol === "v2" ? 2 : 1, { host: ctx.client, port: clientPort }, client.local);
-        await write(upstream, header, deadline);
+        await write(upstream, header);
       }
     } catch (e) {
       if (e instanceof Deadline) throw e;
       metrics.upstreamErrors++;
       logger.log("error", `connect() to upstream failed: ${message(e)}`, ctx);
-      await write(conn, m.internalError, deadline).catch(() => {});
+      await write(conn, m.internalError).catch(() => {});
       return;
     }
     if (implicitTls) {
       // proxy_ssl on: the TCP connection is up, TLS comes before the greeting
       try {
         ctx.action = "SSL handshaking to upstream";
-        upstream = await before(upstream.startTls(implicitTls), deadline);
+        upstream = live.upstream = await before(upstream.startTls(implicitTls), timer.at);
       } catch (e) {
         if (e instanceof Deadline) throw e;
         await upstreamTlsFailed(e);
@@ -463,13 +586,13 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
       for (const ua of uactions) {
         switch (ua.kind) {
           case "send":
-            await write(upstream, ua.text, deadline);
+            await write(upstream, ua.text);
             break;
           case "start-tls":
             if (!rs.tlsUpstream) throw new Error("upstream STARTTLS without a TLS client context");
             try {
               ctx.action = "SSL handshaking to upstream";
-              upstream = await before(upstream.startTls(rs.tlsUpstream), deadline);
+              upstream = live.upstream = await before(upstream.startTls(rs.tlsUpstream), timer.at);
               ctx.action = "reading response from upstream";
             } catch (e) {
               if (e instanceof Deadline) throw e;
@@ -481,25 +604,25 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
           case "fail":
             metrics.upstreamErrors++;
             logger.log(cfg.proxyPassErrorMessage ? "info" : "error", ua.log, ctx);
-            await write(conn, ua.toClient, deadline).catch(() => {});
+            await write(conn, ua.toClient).catch(() => {});
             return;
           case "done":
-            await write(conn, ua.toClient, deadline);
-            if (ua.leftover.length) await write(conn, ua.leftover, deadline);
-            if (a.leftover.length) await write(upstream, a.leftover, deadline);
+            await write(conn, ua.toClient);
+            if (ua.leftover.length) await write(conn, ua.leftover);
+            if (a.leftover.length) await write(upstream, a.leftover);
             ctx.action = undefined;
             metrics.loginsOk++;
             logger.log("info", "client logged in", ctx);
-            await relay(upstream);
+            startRelay(upstream);
             return;
         }
       }
       if (!next) {
-        const bytes = await before(upstream.read(), deadline);
+        const bytes = await timer.wait(upstream, upstream.read(), conn, "");
         if (bytes === null) {
           metrics.upstreamErrors++;
           logger.log("error", "upstream prematurely closed connection", ctx);
-          await write(conn, m.internalError, deadline).catch(() => {});
+          await write(conn, m.internalError).catch(() => {});
           return;
         }
         next = { kind: "bytes", bytes };
@@ -519,21 +642,13 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
     if (e instanceof TlsVerifyError) logger.log("error", `upstream SSL certificate verify error: (${e.message})`, ctx);
     else logger.log("error", `SSL_do_handshake() to upstream failed (${message(e)})`, ctx);
     upstream?.close();
-    await write(conn, m.internalError, Date.now() + 5000).catch(() => {});
+    await lastWord(m.internalError, 5000);
   }
 
-  async function relay(up: Conn): Promise<void> {
+  function startRelay(up: Conn): void {
     ctx.action = "proxying";
-    const handle = platform.relay(conn, up, { bufferSize: cfg.proxyBuffer, idleTimeoutMs: cfg.proxyTimeout });
-    relayAbort = handle.abort;
-    const stats = await handle.done;
-    metrics.bytesClientToUpstream += stats.clientToUpstream;
-    metrics.bytesUpstreamToClient += stats.upstreamToClient;
-    ctx.action = undefined;
-    if (stats.end === "timeout") logger.log("info", "client timed out while proxying", ctx);
-    else if (stats.end === "error") logger.log("info", `proxied session failed: ${stats.error ?? "connection error"}`, ctx);
-    if (stats.end !== "aborted") {
-      logger.log("info", `proxied session done, bytes from client: ${stats.clientToUpstream}, to client: ${stats.upstreamToClient}`, ctx);
-    }
+    timer.stop(); // the relay has its own idle timer (proxy_timeout)
+    relaying = true;
+    live.relayed(platform.relay(conn, up, { bufferSize: cfg.proxyBuffer, idleTimeoutMs: cfg.proxyTimeout }));
   }
 }

@@ -59,7 +59,7 @@ test("loadConfig gives the top level its defaults: host name, log to stderr at i
   assert.equal(c.workerProcesses, 1);
   assert.equal(c.workerShutdownTimeout, undefined);
   assert.deepEqual(c.http, {});
-  assert.deepEqual(c.auth, { users: [], failureDelay: 3000, maxAttempts: 3 });
+  assert.deepEqual(c.auth, { users: [], failureDelay: 3000, maxAttempts: 3, cacheTtl: 3_600_000 });
   assert.deepEqual(c.warnings, []);
 });
 

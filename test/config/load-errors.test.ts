@@ -320,6 +320,16 @@ test("bad auth users are errors at the entry or the field", () => {
   );
 });
 
+test("auth.cache_ttl must be a time, and belongs under auth:", () => {
+  const auth = (...lines: string[]) => errors(yaml("http:", "  listen: 8080", "auth:", ...lines));
+  assert.deepEqual(auth("  cache_ttl: soon"), [`${F}:4:14: auth.cache_ttl: expected a time like 30s or 1h30m, got "soon"`]);
+  assert.deepEqual(auth("  cache_ttl: -1"), [`${F}:4:14: auth.cache_ttl: expected a time like 30s or 1h30m, got -1`]);
+  assert.deepEqual(auth("  cache_ttl: 1h5h"), [`${F}:4:14: auth.cache_ttl: expected a time like 30s or 1h30m, got "1h5h": units must go from larger to smaller, each once`]);
+  assert.deepEqual(auth("  cache_tll: 1h"), [`${F}:4:3: auth.cache_tll: unknown directive; did you mean cache_ttl?`]);
+  assert.deepEqual(errors(yaml("cache_ttl: 1h", "http:", "  listen: 8080")), [`${F}:1:1: cache_ttl: belongs under auth:`]);
+  assert.deepEqual(serverErrors(["listen: 143", "cache_ttl: 1h"]), [`${F}:4:7: mail.servers[0].cache_ttl: belongs under auth:`]);
+});
+
 test("a per-protocol backend map names bad protocols and bad addresses", () => {
   assert.deepEqual(
     errors(yaml(

@@ -227,6 +227,15 @@ test("ssl_protocols, ssl_session_cache and the cipher settings are kept in nginx
   assert.deepEqual(oneServer(["listen: 143", "ssl_session_cache: off"]).sslSessionCache, ["off"]);
 });
 
+test("auth.cache_ttl takes a time; 0 turns the cache off", () => {
+  const ttl = (value: string) => load(yaml("http:", "  listen: 8080", "auth:", `  cache_ttl: ${value}`)).auth.cacheTtl;
+  assert.equal(ttl("0"), 0);
+  assert.equal(ttl("90"), 90_000);
+  assert.equal(ttl("1h30m"), 5_400_000);
+  assert.equal(ttl("500ms"), 500);
+  assert.equal(load(yaml("http:", "  listen: 8080", "auth:", "  max_attempts: 2")).auth.cacheTtl, 3_600_000);
+});
+
 test("the auth section reads users with a hash or a plain password, and backends as strings or maps", () => {
   const c = load(yaml(
     "http:",

@@ -13,18 +13,33 @@ import { toBytes, toHex } from "../../src/util/bytes.ts";
 const scrypt = (pw: Uint8Array, salt: Uint8Array, len: number, c: { N: number; r: number; p: number }) =>
   new Promise<Uint8Array>((res, rej) => nodeScrypt(pw, salt, len, { ...c, maxmem: 64 << 20 }, (e, k) => (e ? rej(e) : res(new Uint8Array(k)))));
 
-async function service(extra: Partial<AuthConfig> = {}) {
-  const hash = await hashPassword("s3cret", new Uint8Array(16).fill(7), scrypt);
+const randomBytes = (n: number) => crypto.getRandomValues(new Uint8Array(n));
+const HASH = hashPassword("s3cret", new Uint8Array(16).fill(7), scrypt);
+
+async function service(extra: Partial<AuthConfig> = {}, deps: { scrypt?: typeof scrypt; now?: () => number } = {}) {
+  const hash = await HASH;
   const config: AuthConfig = {
     failureDelay: 3000,
     maxAttempts: 3,
+    cacheTtl: 3_600_000,
     users: [
       { user: "alice", passwordHash: hash, backends: { imap: { host: "127.0.0.1", port: 143 }, pop3: { host: "127.0.0.1", port: 110 } } },
       { user: "bob", password: "plain", backends: { imap: { host: "10.0.0.2", port: 1143 }, pop3: { host: "10.0.0.2", port: 1143 } }, backendUser: "robert" },
     ],
     ...extra,
   };
-  return createBuiltinAuth(config, scrypt);
+  return createBuiltinAuth(config, deps.scrypt ?? scrypt, randomBytes, deps.now);
+}
+
+/** The real scrypt, counting its calls; and a clock the test moves. */
+function counted() {
+  const calls: string[] = [];
+  const wrapped: typeof scrypt = (pw, salt, len, c) => {
+    calls.push(new TextDecoder().decode(pw));
+    return scrypt(pw, salt, len, c);
+  };
+  const clock = { t: 1_000_000 };
+  return { calls, scrypt: wrapped, clock, now: () => clock.t };
 }
 
 const q = (o: Partial<AuthQuery>): AuthQuery => ({ method: "plain", user: "alice", pass: "s3cret", protocol: "imap", loginAttempt: 1, clientIp: "127.0.0.2", ...o });
@@ -73,4 +88,85 @@ test("/auth on the HTTP endpoint answers nginx's auth_http request with the buil
   const health = await (await app.request("/health")).json();
   assert.equal(health.status, "ok");
   assert.match(await (await app.request("/metrics")).text(), /^postern_sessions_active 0$/m);
+});
+
+const OK_ALICE = { status: "OK", server: "127.0.0.1", port: "143", user: undefined, pass: undefined };
+
+test("the built-in service remembers a verified password: the same login again skips scrypt", async () => {
+  const c = counted();
+  const s = await service({}, c);
+  assert.deepEqual(await s.ask(q({})), OK_ALICE);
+  assert.equal(c.calls.length, 1);
+  assert.deepEqual(await s.ask(q({})), OK_ALICE);
+  assert.deepEqual(await s.ask(q({ method: "login", protocol: "pop3" })), { ...OK_ALICE, port: "110" });
+  assert.equal(c.calls.length, 1, "cached logins do not call scrypt");
+  // the cache does not skip the per-protocol backend check
+  assert.equal((await s.ask(q({ protocol: "smtp" }))).status, "Invalid login or password");
+  assert.equal(c.calls.length, 1);
+});
+
+test("the built-in service's cache does not accept another password, and does not remember failures", async () => {
+  const c = counted();
+  const s = await service({}, c);
+  assert.equal((await s.ask(q({}))).status, "OK");
+  assert.deepEqual(await s.ask(q({ pass: "s3cret2" })), { status: "Invalid login or password", wait: "3", errorCode: undefined });
+  assert.deepEqual(c.calls, ["s3cret", "s3cret2"]);
+  assert.equal((await s.ask(q({ pass: "s3cret2" }))).status, "Invalid login or password");
+  assert.deepEqual(c.calls, ["s3cret", "s3cret2", "s3cret2"], "a failure is checked with scrypt every time");
+  assert.equal((await s.ask(q({}))).status, "OK");
+  assert.equal(c.calls.length, 3, "the verified password is still cached after failures");
+  // prefixes, suffixes and the empty password are other passwords
+  for (const pass of ["s3cre", "s3cret ", ""]) assert.equal((await s.ask(q({ pass }))).status, "Invalid login or password");
+  assert.equal(c.calls.length, 6);
+  // an unknown user is never served from another user's entry
+  assert.equal((await s.ask(q({ user: "mallory" }))).status, "Invalid login or password");
+  assert.equal(c.calls.length, 7);
+});
+
+test("the built-in service's cached password expires after cache_ttl", async () => {
+  const c = counted();
+  const s = await service({ cacheTtl: 60_000 }, c);
+  assert.equal((await s.ask(q({}))).status, "OK");
+  c.clock.t += 59_999;
+  assert.equal((await s.ask(q({}))).status, "OK");
+  assert.equal(c.calls.length, 1);
+  c.clock.t += 1; // the TTL counts from the scrypt check, not from the last hit
+  assert.equal((await s.ask(q({}))).status, "OK");
+  assert.equal(c.calls.length, 2, "expired: checked with scrypt again");
+  c.clock.t += 30_000;
+  assert.equal((await s.ask(q({}))).status, "OK");
+  assert.equal(c.calls.length, 2, "and cached again from that check");
+});
+
+test("concurrent logins with the same password share one scrypt; other passwords get their own", async () => {
+  const c = counted();
+  const s = await service({}, c);
+  const same = await Promise.all(Array.from({ length: 5 }, () => s.ask(q({}))));
+  assert.ok(same.every((r) => r.status === "OK"));
+  assert.equal(c.calls.length, 1);
+  const c2 = counted();
+  const s2 = await service({}, c2);
+  const mixed = await Promise.all([s2.ask(q({ pass: "nope" })), s2.ask(q({})), s2.ask(q({ pass: "nope" })), s2.ask(q({}))]);
+  assert.deepEqual(mixed.map((r) => r.status), ["Invalid login or password", "OK", "Invalid login or password", "OK"]);
+  assert.ok(c2.calls.length >= 2 && c2.calls.length <= 4);
+  // a failure shared while in flight is not remembered afterwards
+  assert.equal((await s2.ask(q({ pass: "nope" }))).status, "Invalid login or password");
+  assert.equal(c2.calls.at(-1), "nope");
+});
+
+test("cache_ttl 0 turns the built-in service's cache off", async () => {
+  const c = counted();
+  const s = await service({ cacheTtl: 0 }, c);
+  for (let i = 0; i < 3; i++) assert.equal((await s.ask(q({}))).status, "OK");
+  assert.equal(c.calls.length, 3);
+});
+
+test("a new built-in service (what a reload builds) starts with an empty cache", async () => {
+  const c = counted();
+  const s = await service({}, c);
+  assert.equal((await s.ask(q({}))).status, "OK");
+  assert.equal((await s.ask(q({}))).status, "OK");
+  const reloaded = await service({}, c);
+  assert.equal((await reloaded.ask(q({}))).status, "OK");
+  assert.equal(c.calls.length, 2);
 });
