@@ -2,7 +2,7 @@
 // signals. Uses node:util / node:fs / node:path / node:os, which Deno, Bun and Node all provide.
 // Docs: https://nodejs.org/api/util.html#utilparseargsconfig
 
-import { existsSync, readFileSync } from "node:fs";
+import { appendFileSync, existsSync, readFileSync } from "node:fs";
 import { cpus, hostname } from "node:os";
 import { dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -120,6 +120,14 @@ export async function main(platform: Platform, argv: string[]): Promise<void> {
     console.error(`postern: configuration file ${file} test failed`);
     process.exit(process.env.POSTERN_WORKER_ID ? FATAL_EXIT : 1);
   }
+  // log files are opened (created) now, as nginx -t does: a log that cannot be written is an
+  // error here, not a crash of the first worker that writes to it
+  const logErrors = unopenableLogs(result.config);
+  if (logErrors.length) {
+    for (const e of logErrors) console.error(`postern: [emerg] ${e}`);
+    console.error(`postern: configuration file ${file} test failed`);
+    process.exit(process.env.POSTERN_WORKER_ID ? FATAL_EXIT : 1);
+  }
   if (values.test) {
     for (const n of tls.notices) console.error(`postern: [notice] ${n}`);
     console.error(`postern: the configuration file ${file} syntax is ok`);
@@ -130,6 +138,23 @@ export async function main(platform: Platform, argv: string[]): Promise<void> {
   if (workers > 1 && cluster.isPrimary) return runPrimary(platform, file, result.config);
   const workerId = Number(process.env.POSTERN_WORKER_ID ?? "0");
   await run(platform, file, result.config, { reusePort: workers > 1, serveHttp: workerId <= 1, workerId });
+}
+
+/** `open() "FILE" failed (why)` for every error_log file that cannot be opened for appending. */
+function unopenableLogs(config: Config): string[] {
+  const files = new Set<string>();
+  for (const t of [...config.errorLog, ...config.servers.flatMap((s) => s.errorLog)]) {
+    if (t.dest !== "stderr" && !t.dest.startsWith("syslog:")) files.add(t.dest);
+  }
+  const errors: string[] = [];
+  for (const f of files) {
+    try {
+      appendFileSync(f, "");
+    } catch (e) {
+      errors.push(`open() "${f}" failed (${e instanceof Error ? e.message : String(e)})`);
+    }
+  }
+  return errors;
 }
 
 /**

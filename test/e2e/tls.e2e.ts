@@ -23,6 +23,7 @@ import { freePorts, waitFor } from "../support/ports.ts";
 import { type Postfix, startPostfix } from "../support/postfix.ts";
 import { type Postern, runPostern, startPostern, type Target, targets } from "../support/postern.ts";
 import { connectClient, within } from "../support/line-client.ts";
+import { sClient, type SClientStep as Step } from "../support/s-client.ts";
 
 const ALICE = "alice@example.com";
 const ALICE_PASS = "alice-secret";
@@ -50,81 +51,6 @@ const honours = (target: Target, f: Feature) => HONOURS[f].includes(RUNTIME_OF[t
 // ---------------------------------------------------------------------------------------------
 // openssl s_client as a scripted client
 
-type Step = { readonly send: string } | { readonly expect: RegExp; readonly timeoutMs?: number };
-
-interface SClient {
-  readonly code: number | null;
-  /** stdout and stderr together, as printed. */
-  readonly out: string;
-}
-
-/**
- * Runs `openssl s_client -connect 127.0.0.1:PORT ARGS` and plays `steps` (text is sent as typed;
- * write CRLF yourself). -nocommands: a line starting with Q or R is data, not a command. After the
- * steps stdin is closed; resolves once s_client has exited.
- */
-function sClient(port: number, args: readonly string[], steps: readonly Step[] = [], timeoutMs = 20_000): Promise<SClient> {
-  return new Promise((resolve, reject) => {
-    const child = spawn("openssl", ["s_client", "-connect", `127.0.0.1:${port}`, "-nocommands", ...args], { stdio: ["pipe", "pipe", "pipe"] });
-    let out = "";
-    let pos = 0;
-    const wake = new Set<() => void>();
-    const onData = (d: Buffer) => {
-      out += d.toString("latin1");
-      for (const w of wake) w();
-    };
-    child.stdout.on("data", onData);
-    child.stderr.on("data", onData);
-    child.stdin.on("error", () => {}); // s_client may be gone already
-    let exited = false;
-    const done = new Promise<number | null>((r) => child.once("exit", (code) => {
-      exited = true;
-      for (const w of wake) w();
-      r(code);
-    }));
-    const killer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-    const waitFor = (re: RegExp, ms: number) =>
-      new Promise<void>((res, rej) => {
-        const check = () => {
-          const m = re.exec(out.slice(pos));
-          if (m) {
-            pos += m.index + m[0].length;
-            finish();
-            res();
-          } else if (exited) {
-            finish();
-            rej(new Error(`s_client exited before ${re}; output:\n${out}`));
-          }
-        };
-        const t = setTimeout(() => {
-          finish();
-          rej(new Error(`timed out waiting for ${re}; s_client output:\n${out}`));
-        }, ms);
-        const finish = () => {
-          clearTimeout(t);
-          wake.delete(check);
-        };
-        wake.add(check);
-        check();
-      });
-    void (async () => {
-      try {
-        for (const s of steps) {
-          if ("send" in s) child.stdin.write(s.send);
-          else await waitFor(s.expect, s.timeoutMs ?? 10_000);
-        }
-        child.stdin.end();
-        const code = await done;
-        resolve({ code, out });
-      } catch (e) {
-        child.kill("SIGKILL");
-        reject(e);
-      } finally {
-        clearTimeout(killer);
-      }
-    })();
-  });
-}
 
 /** The subject s_client prints for the server's certificate ("O = Postern Test, CN = ec.postern.test"). */
 function servedSubject(out: string): string {
