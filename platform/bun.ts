@@ -152,6 +152,7 @@ function judgeHandshake(s: Socket<BunConn>, policy: TlsPolicy, ok: boolean, err:
 }
 
 const NO_ADDRESS: Address = { host: "", port: 0 };
+const DONE: Promise<void> = Promise.resolve();
 
 type Pending = { bytes: Uint8Array; resolve: () => void; reject: (e: Error) => void };
 
@@ -331,6 +332,10 @@ class BunConn implements Conn {
   }
 
   write(data: Uint8Array): Promise<void> {
+    return this.writeNow(data) ?? DONE;
+  }
+
+  writeNow(data: Uint8Array): Promise<void> | undefined {
     if (this.#closed || this.#upgraded || this.sink !== undefined) {
       return Promise.reject(this.#error ?? new Error("Cannot write: connection closed"));
     }
@@ -339,7 +344,7 @@ class BunConn implements Conn {
     if (this.#writes.length === 0) {
       const n = this.sock.write(rest);
       if (n < 0) return Promise.reject(this.#error ?? new Error("Cannot write: connection closed"));
-      if (n === rest.byteLength) return Promise.resolve();
+      if (n === rest.byteLength) return undefined;
       rest = rest.subarray(n); // the socket took part: the rest waits for drain
     }
     return new Promise((resolve, reject) => this.#writes.push({ bytes: rest, resolve, reject }));

@@ -108,6 +108,11 @@ export interface Conn {
   read(): Promise<Uint8Array | null>;
   /** Resolves when the data is handed to the kernel or queued below a bounded mark. Rejects once the connection is broken. */
   write(data: Uint8Array): Promise<void>;
+  /**
+   * Optional fast path of write: undefined when the socket took all of `data` at once (nothing to
+   * wait for, no promise made), else what write would have returned.
+   */
+  writeNow?(data: Uint8Array): Promise<void> | undefined;
   /** Half-close: send FIN after queued data. */
   closeWrite(): Promise<void>;
   /** Close both directions now; idempotent. */

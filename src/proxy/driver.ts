@@ -124,6 +124,9 @@ const UNTRUSTED_ISSUER: ReadonlySet<string> = new Set([ // nginx's ngx_ssl_verif
   "CERT_UNTRUSTED", "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
 ]);
 
+/** What write() returns when the socket took everything at once. */
+const WRITTEN: Promise<void> = Promise.resolve();
+
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 function message(e: unknown): string {
@@ -222,8 +225,11 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
   if (info) logger.log("info", `client ${client.remote.host}:${client.remote.port} connected to ${ctx.server}`, { ...ctx, bare: true });
 
   const timer = new SessionTimer();
-  const write = (c: Conn, text: string | Uint8Array): Promise<void> =>
-    timer.wait(c, c.write(typeof text === "string" ? toBytes(text) : text), conn, "send() failed");
+  const write = (c: Conn, text: string | Uint8Array): Promise<void> => {
+    const bytes = typeof text === "string" ? toBytes(text) : text;
+    const pending = c.writeNow !== undefined ? c.writeNow(bytes) : c.write(bytes);
+    return pending === undefined ? WRITTEN : timer.wait(c, pending, conn, "send() failed");
+  };
   /** A last word to the client after a failure: bounded by `ms` of its own, errors ignored. */
   const lastWord = (text: string, ms: number): Promise<void> => {
     timer.until(Date.now() + ms);
