@@ -696,10 +696,7 @@ class Pipe implements Sink {
 }
 
 function relay(client: Conn, upstream: Conn, opts: RelayOpts): RelayHandle {
-  const ctl = new RelayControl(opts, () => {
-    client.close();
-    upstream.close();
-  });
+  const ctl = new RelayControl(opts, client, upstream);
   if (client instanceof BunConn && upstream instanceof BunConn) {
     if (client.flushing() || upstream.flushing()) {
       // writes queued before the relay go first

@@ -434,10 +434,7 @@ async function connect(to: Address, timeoutMs: number, t?: TlsClient): Promise<C
 // node:tls sides (SocketConn) go through their read()/write(): pausing a node:tls socket
 // on Deno can lose the peer's FIN (see tls-bridge.ts), so the data/drain relay is not used.
 function relay(client: Conn, upstream: Conn, opts: RelayOpts): RelayHandle {
-  const ctl = new RelayControl(opts, () => {
-    client.close();
-    upstream.close();
-  });
+  const ctl = new RelayControl(opts, client, upstream);
   const pump = (src: Conn, dst: Conn, dir: Direction): Promise<void> =>
     src instanceof DenoConn && dst instanceof DenoConn
       ? pumpNative(src, dst, dir, ctl, opts.bufferSize)

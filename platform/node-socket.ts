@@ -481,10 +481,7 @@ function handshake(
 export function relaySocketConns(client: SocketConn, upstream: SocketConn, opts: RelayOpts): RelayHandle {
   const a = client.detach();
   const b = upstream.detach();
-  const ctl = new RelayControl(opts, () => {
-    a.socket.destroy();
-    b.socket.destroy();
-  });
+  const ctl = new RelayControl(opts, { close: () => a.socket.destroy() }, { close: () => b.socket.destroy() });
   pipeSocket(a, b.socket, "client-to-upstream", ctl);
   pipeSocket(b, a.socket, "upstream-to-client", ctl);
   return ctl;

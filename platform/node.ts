@@ -68,10 +68,7 @@ const connect = connectSocket; // net.connect, then tls.connect({socket}) for im
 
 function relay(client: Conn, upstream: Conn, opts: RelayOpts): RelayHandle {
   if (client instanceof SocketConn && upstream instanceof SocketConn) return relaySocketConns(client, upstream, opts);
-  const ctl = new RelayControl(opts, () => {
-    client.close();
-    upstream.close();
-  });
+  const ctl = new RelayControl(opts, client, upstream);
   void pumpConn(client, upstream, "client-to-upstream", ctl);
   void pumpConn(upstream, client, "upstream-to-client", ctl);
   return ctl;

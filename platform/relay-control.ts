@@ -2,12 +2,16 @@
 // ended first, abort, and closing both connections exactly once. The byte pumps
 // themselves are native to each runtime and live in the adapters. Runtime-free.
 
-import type { Conn, RelayHandle, RelayOpts, RelayStats } from "../src/platform.ts";
+import type { Conn, RelayHandle, RelayListener, RelayOpts, RelayStats } from "../src/platform.ts";
 
 export type Direction = "client-to-upstream" | "upstream-to-client";
 
+/** What the relay closes when it ends: both connections. */
+export interface Closable {
+  close(): void;
+}
+
 export class RelayControl implements RelayHandle {
-  readonly done: Promise<RelayStats>;
   clientToUpstream = 0;
   upstreamToClient = 0;
   /** True once the relay has settled; pumps stop touching the connections. */
@@ -16,15 +20,27 @@ export class RelayControl implements RelayHandle {
   #firstEnd: RelayStats["end"] | undefined;
   #lastActive = performance.now();
   #timer: ReturnType<typeof setTimeout> | undefined;
-  #resolve!: (s: RelayStats) => void;
+  #stats: RelayStats | undefined;
+  #done: { promise: Promise<RelayStats>; resolve: (s: RelayStats) => void } | undefined;
   readonly #idleMs: number;
-  readonly #closeBoth: () => void;
+  readonly #listener: RelayListener | undefined;
 
-  constructor(opts: RelayOpts, closeBoth: () => void) {
+  /** No closures per relay: an idle relayed session should hold as little as possible. */
+  constructor(opts: RelayOpts, readonly client: Closable, readonly upstream: Closable) {
     this.#idleMs = opts.idleTimeoutMs;
-    this.#closeBoth = closeBoth;
-    this.done = new Promise((resolve) => (this.#resolve = resolve));
+    this.#listener = opts.listener;
     if (this.#idleMs > 0) this.#armIdle(this.#idleMs);
+  }
+
+  /** Made when first asked for: a session told through RelayOpts.listener never makes it. */
+  get done(): Promise<RelayStats> {
+    if (this.#stats !== undefined) return Promise.resolve(this.#stats);
+    if (this.#done === undefined) {
+      let resolve!: (s: RelayStats) => void;
+      const promise = new Promise<RelayStats>((r) => (resolve = r));
+      this.#done = { promise, resolve };
+    }
+    return this.#done.promise;
   }
 
   /** Bytes handed to the destination. */
@@ -57,28 +73,42 @@ export class RelayControl implements RelayHandle {
   }
 
   #armIdle(ms: number): void {
-    this.#timer = setTimeout(() => {
-      const idle = performance.now() - this.#lastActive;
-      if (idle >= this.#idleMs - 1) this.#settle("timeout");
-      else this.#armIdle(this.#idleMs - idle);
-    }, ms);
+    this.#timer = setTimeout(idleCheck, ms, this);
+  }
+
+  /** The idle timer fired: end the relay, or wait for the rest of the idle time. */
+  idleCheck(): void {
+    const idle = performance.now() - this.#lastActive;
+    if (idle >= this.#idleMs - 1) this.#settle("timeout");
+    else this.#armIdle(this.#idleMs - idle);
   }
 
   #settle(end: RelayStats["end"], err?: unknown): void {
     if (this.ended) return;
     this.ended = true;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
+    const stats: RelayStats = {
+      clientToUpstream: this.clientToUpstream,
+      upstreamToClient: this.upstreamToClient,
+      end,
+      ...(err !== undefined ? { error: err instanceof Error ? err.message : String(err) } : {}),
+    };
+    this.#stats = stats;
     try {
-      this.#closeBoth();
+      this.client.close();
+      this.upstream.close();
     } finally {
-      this.#resolve({
-        clientToUpstream: this.clientToUpstream,
-        upstreamToClient: this.upstreamToClient,
-        end,
-        ...(err !== undefined ? { error: err instanceof Error ? err.message : String(err) } : {}),
-      });
+      try {
+        this.#listener?.relayEnded(stats);
+      } finally {
+        this.#done?.resolve(stats);
+      }
     }
   }
+}
+
+function idleCheck(ctl: RelayControl): void {
+  ctl.idleCheck();
 }
 
 /**

@@ -155,6 +155,12 @@ export interface RelayOpts {
   readonly bufferSize: number;
   /** Idle time in ms after which the relay ends (proxy_timeout); 0 = none. */
   readonly idleTimeoutMs: number;
+  /** Told once when the relay has ended, before `done` resolves (no promise needed per session). */
+  readonly listener?: RelayListener;
+}
+
+export interface RelayListener {
+  relayEnded(stats: RelayStats): void;
 }
 
 export interface RelayStats {

@@ -6,7 +6,7 @@ import { decideAuth } from "../auth/protocol.ts";
 import type { ListenSpec, ServerConfig } from "../config/types.ts";
 import type { Logger, SessionLogContext } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
-import { type Conn, type Platform, type RelayHandle, type RelayStats, type TlsClient, type TlsInfo, type TlsServer, TlsVerifyError } from "../platform.ts";
+import { type Conn, type Platform, type RelayHandle, type RelayListener, type RelayStats, type TlsClient, type TlsInfo, type TlsServer, TlsVerifyError } from "../platform.ts";
 import type { Action, AuthOutcome, CompiledServer, Credentials, Input, ProtocolMachine, UpstreamAction, UpstreamInput } from "../protocol/types.ts";
 import { concat, escapeForLog, fromBytes, toBytes } from "../util/bytes.ts";
 import { addressTrusted, brokenHeader, canonicalAddress, type ProxyHeader, readProxyHeader, writeProxyHeader } from "./proxy-protocol.ts";
@@ -144,7 +144,7 @@ function verifyText(t: TlsInfo): string {
  * once the relay has started, so an idle proxied session holds this object, its connections and
  * the relay's state, and none of the login's (nginx frees its login buffers the same way).
  */
-class Session implements LiveSession {
+class Session implements LiveSession, RelayListener {
   conn: Conn;
   upstream: Conn | undefined;
   relay: RelayHandle | undefined;
@@ -173,16 +173,12 @@ class Session implements LiveSession {
     d.onSessionEnd?.();
   }
 
-  /** The relay runs on without the login's state; its end is logged and counted here. */
+  /** The relay runs on without the login's state; its end is logged and counted (relayEnded). */
   relayed(handle: RelayHandle): void {
     this.relay = handle;
-    handle.done.then((stats) => this.#relayEnded(stats), (e) => {
-      this.deps.logger.log("error", `relay failed: ${message(e)}`, this.ctx);
-      this.end();
-    });
   }
 
-  #relayEnded(stats: RelayStats): void {
+  relayEnded(stats: RelayStats): void {
     const { logger, metrics } = this.deps;
     const ctx = this.ctx;
     metrics.bytesClientToUpstream += stats.clientToUpstream;
@@ -655,6 +651,6 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
     ctx.action = "proxying";
     timer.stop(); // the relay has its own idle timer (proxy_timeout)
     relaying = true;
-    live.relayed(platform.relay(conn, up, { bufferSize: cfg.proxyBuffer, idleTimeoutMs: cfg.proxyTimeout }));
+    live.relayed(platform.relay(conn, up, { bufferSize: cfg.proxyBuffer, idleTimeoutMs: cfg.proxyTimeout, listener: live }));
   }
 }
