@@ -958,6 +958,34 @@ export function platformSuite(name: string, p: Platform): void {
     await proxy.listener.close();
   });
 
+  test(`${name}: a relay's listener is told once, with the stats done resolves to`, SLOW, async () => {
+    const server = await echo(p);
+    const told: RelayStats[] = [];
+    const relayed = deferred<Promise<RelayStats>>();
+    const proxy = await serve(p, async (c) => {
+      const up = await p.connect(server.address, 5000);
+      const h = p.relay(c, up, { bufferSize: 4096, idleTimeoutMs: 0, listener: { relayEnded: (stats) => void told.push(stats) } });
+      relayed.resolve(h.done);
+      await h.done;
+    });
+    const c = await p.connect(proxy.address, 5000);
+    await c.write(enc.encode("hello\n"));
+    assert.equal(await new Lines(c).next(), "hello");
+    await c.closeWrite(); // the echo server answers FIN with FIN: the relay ends both ways
+    assert.equal(await within(5000, "the relay's FIN", c.read()), null);
+    const stats = await within(5000, "relay done", await relayed.promise);
+    assert.equal(told.length, 1, "told exactly once");
+    assert.deepEqual(told[0], stats);
+    assert.equal(stats.end, "client-closed");
+    assert.equal(stats.clientToUpstream, 6);
+    assert.equal(stats.upstreamToClient, 6);
+    c.close();
+    await server.settled();
+    await proxy.settled();
+    await server.listener.close();
+    await proxy.listener.close();
+  });
+
   test(`${name}: serveHttp answers fetch() through a fetch handler`, SLOW, async () => {
     const server = await p.serveHttp({ host: LOCAL, port: 0 }, async (r) => {
       const url = new URL(r.url);
