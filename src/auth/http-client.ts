@@ -55,10 +55,14 @@ export function createHttpAuth(
     const lines = fromBytes(buf.subarray(0, end)).split("\r\n");
     const status = /^HTTP\/1\.([01]) (\d{3})/.exec(lines[0]);
     if (!status) throw new AuthHttpError(`auth http server sent invalid status line "${lines[0].slice(0, 64)}"`);
+    // only the names that matter are lowercased and kept (Server, Date, ... are checked and skipped)
     const fields = new Map<string, string>();
-    for (const line of lines.slice(1)) {
+    for (let i = 1; i < lines.length; i++) {
+      const line = lines[i];
       const colon = line.indexOf(":");
       if (colon <= 0) throw new AuthHttpError("auth http server sent invalid header in response");
+      const c = line.charCodeAt(0) | 0x20; // a, c, t: auth-*, connection, content-length, transfer-encoding
+      if (c !== 0x61 && c !== 0x63 && c !== 0x74) continue;
       fields.set(line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim());
     }
     const reply = replyFrom((n) => fields.get(n));

@@ -4,9 +4,12 @@ import type { AuthMethod, AuthOutcome } from "../protocol/types.ts";
 import type { AuthQuery, AuthReply } from "./types.ts";
 
 const HEX = "0123456789ABCDEF";
+// deno-lint-ignore no-control-regex
+const NEEDS_ESCAPE = /[\x00-\x20\x7f-\uffff"%']/;
 
 /** nginx's NGX_ESCAPE_MAIL_AUTH: space, ", %, ' and bytes outside 0x20-0x7e become %XX. */
 export function escapeMailAuth(text: string): string {
+  if (!NEEDS_ESCAPE.test(text)) return text; // the usual user name or password
   let out = "";
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i) & 0xff;
