@@ -8,6 +8,7 @@ import { type ParsedHash, parsePasswordHash, type Scrypt, verifyPassword } from 
 import type { AuthQuery, AuthReply, AuthService } from "./types.ts";
 
 const FAILED = "Invalid login or password";
+const UTF8 = new TextDecoder();
 
 const CACHE_KEY_BYTES = 32;
 
@@ -122,5 +123,5 @@ export function createBuiltinAuth(
 
 /** Client bytes arrive as latin1 chars; user names in the config are UTF-8 text. */
 function fromLatin1Utf8(s: string): string {
-  return new TextDecoder().decode(toBytes(s));
+  return UTF8.decode(toBytes(s));
 }

@@ -3,6 +3,8 @@
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: false });
 const latin1 = new TextDecoder("latin1");
+// deno-lint-ignore no-control-regex
+const ASCII = /^[\x00-\x7f]*$/;
 
 export const CR = 0x0d;
 export const LF = 0x0a;
@@ -23,6 +25,7 @@ export function fromBytes(bytes: Uint8Array): string {
 
 /** Inverse of fromBytes: chars above 0xff never occur in strings made by fromBytes. */
 export function toBytes(text: string): Uint8Array {
+  if (ASCII.test(text)) return encoder.encode(text); // native, and the usual case
   const out = new Uint8Array(text.length);
   for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i) & 0xff;
   return out;

@@ -125,26 +125,28 @@ function readEhlo(reply: string): Map<string, string[]> {
   return out;
 }
 
+/** The reply code each phase waits for. */
+const REPLY_WANTED: Record<Exclude<SmtpUpstreamPhase, "tls-wait" | "done" | "to">, (c: string) => boolean> = {
+  "greeting": (c) => c === "220",
+  "tls-ehlo": (c) => c === "250",
+  "starttls": (c) => c === "220",
+  "hello": (c) => c === "250",
+  "xclient": (c) => c === "220" || c === "250",
+  "client-hello": (c) => c === "250",
+  "auth-login": (c) => c === "334",
+  "auth-login-user": (c) => c === "334",
+  "auth": (c) => c === "235",
+  "from": (c) => c === "250",
+};
+
 /** One whole reply arrived: check its code for the phase and send what comes next. */
 function onReply(s: SmtpUpstreamState, raw: Uint8Array, rest: Uint8Array): Result {
   const text = fromBytes(raw);
   const code = text.slice(0, 3);
   const smtp = smtpOf(s.init);
-  const want: Record<Exclude<SmtpUpstreamPhase, "tls-wait" | "done" | "to">, (c: string) => boolean> = {
-    "greeting": (c) => c === "220",
-    "tls-ehlo": (c) => c === "250",
-    "starttls": (c) => c === "220",
-    "hello": (c) => c === "250",
-    "xclient": (c) => c === "220" || c === "250",
-    "client-hello": (c) => c === "250",
-    "auth-login": (c) => c === "334",
-    "auth-login-user": (c) => c === "334",
-    "auth": (c) => c === "235",
-    "from": (c) => c === "250",
-  };
   if (s.phase === "to") return done(s, raw, rest); // the backend's answer to RCPT TO goes to the client as it is
   if (s.phase === "tls-wait" || s.phase === "done") throw new Error(`SMTP upstream reply in phase ${s.phase}`);
-  if (!want[s.phase](code)) {
+  if (!REPLY_WANTED[s.phase](code)) {
     const first = text.split(/\r?\n/)[0];
     return fail(s, raw, `upstream sent invalid response: "${escapeForLog(first)}"`);
   }
