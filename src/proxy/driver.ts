@@ -208,10 +208,8 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
     client: client.remote.host,
     server: `${client.local.host}:${client.local.port}`,
   };
-  // `conn` and `upstream` change with TLS; every change is copied to `live`, which a shutdown
-  // and the relay's end use
-  let conn = client;
-  let upstream: Conn | undefined;
+  // live.conn and live.upstream are the connections of the moment (TLS replaces them); a shutdown
+  // and the relay's end use them too
   const live = new Session(ctx, client, deps);
   let relaying = false;
   deps.sessions.add(live);
@@ -224,19 +222,19 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
   const write = (c: Conn, text: string | Uint8Array): Promise<void> => {
     const bytes = typeof text === "string" ? toBytes(text) : text;
     const pending = c.writeNow !== undefined ? c.writeNow(bytes) : c.write(bytes);
-    return pending === undefined ? WRITTEN : timer.wait(c, pending, conn, "send() failed");
+    return pending === undefined ? WRITTEN : timer.wait(c, pending, live.conn, "send() failed");
   };
   /** A last word to the client after a failure: bounded by `ms` of its own, errors ignored. */
   const lastWord = (text: string, ms: number): Promise<void> => {
     timer.until(Date.now() + ms);
-    return write(conn, text).catch(() => {});
+    return write(live.conn, text).catch(() => {});
   };
 
   let clientHost = "[UNAVAILABLE]"; // nginx's value when there is no resolver
   // a read started while waiting for something else (smtp_greeting_delay) is taken over, not repeated
   let pendingRead: Promise<Uint8Array | null> | undefined;
   const readClient = () => {
-    const r = pendingRead ?? conn.read();
+    const r = pendingRead ?? live.conn.read();
     pendingRead = undefined;
     return r;
   };
@@ -262,8 +260,7 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
         // "listen ... ssl proxy_protocol": the header came in clear, TLS starts after it
         if (!rs.tlsServer) throw new Error("ssl listen without a TLS server context");
         ctx.action = "SSL handshaking";
-        conn = await handshake(conn.startTls(rs.tlsServer, got.rest));
-        live.conn = conn;
+        live.conn = await handshake(live.conn.startTls(rs.tlsServer, got.rest));
       } else if (got.rest.length) {
         pendingRead = Promise.resolve(got.rest);
       }
@@ -273,8 +270,7 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
       // the server's current certificates, bounded by `timeout`, as nginx's ngx_mail_ssl_init_connection
       if (!rs.tlsServer) throw new Error("ssl listen without a TLS server context");
       ctx.action = "SSL handshaking";
-      conn = await handshake(conn.startTls(rs.tlsServer, new Uint8Array(0)));
-      live.conn = conn;
+      live.conn = await handshake(live.conn.startTls(rs.tlsServer, new Uint8Array(0)));
     }
     if (rs.listen.ssl && !(await certAccepted())) return;
     if (m.resolvesClient && cfg.resolver.addresses.length > 0) {
@@ -298,7 +294,7 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
       for (const a of actions) {
         switch (a.kind) {
           case "reply":
-            await write(conn, a.text);
+            await write(live.conn, a.text);
             break;
           case "log":
             logger.log(a.level, a.message, ctx);
@@ -309,8 +305,7 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
           case "start-tls":
             if (!rs.tlsServer) throw new Error("start-tls without a TLS server context");
             ctx.action = "SSL handshaking";
-            conn = await handshake(conn.startTls(rs.tlsServer));
-            live.conn = conn;
+            live.conn = await handshake(live.conn.startTls(rs.tlsServer));
             ctx.action = "in auth state";
             if (!(await certAccepted())) {
               end = true;
@@ -331,7 +326,7 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
           case "delay": {
             ctx.action = "in delay pipelining state";
             const read = readClient();
-            const early = await timer.wait(conn, Promise.race([read, sleep(a.ms).then(() => undefined)]), conn, "recv() failed");
+            const early = await timer.wait(live.conn, Promise.race([read, sleep(a.ms).then(() => undefined)]), live.conn, "recv() failed");
             if (early === undefined) {
               pendingRead = read;
               next = { kind: "delay-done" };
@@ -339,7 +334,7 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
               ctx.action = "in auth state";
             } else {
               if (early) logger.log("info", `client was rejected before greeting: "${escapeForLog(fromBytes(early.subarray(0, 256)))}"`, ctx);
-              if (early) await write(conn, a.earlyReply).catch(() => {});
+              if (early) await write(live.conn, a.earlyReply).catch(() => {});
               end = true;
             }
             break;
@@ -349,7 +344,7 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
       }
       if (end || live.aborted) break;
       if (!next) {
-        const bytes = await timer.wait(conn, readClient(), conn, "recv() failed");
+        const bytes = await timer.wait(live.conn, readClient(), live.conn, "recv() failed");
         if (bytes === null) {
           logger.log("info", "client closed connection", ctx);
           break;
@@ -366,8 +361,8 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
     } else if (e instanceof ClientGone) {
       logger.log("info", e.message, ctx);
     } else if (e instanceof Deadline) {
-      logger.log("info", upstream ? "upstream timed out" : "client timed out", ctx);
-      if (upstream) await lastWord(m.internalError, 1000);
+      logger.log("info", live.upstream ? "upstream timed out" : "client timed out", ctx);
+      if (live.upstream) await lastWord(m.internalError, 1000);
     } else {
       logger.log("error", `session failed: ${message(e)}`, ctx);
       await lastWord(m.internalError, 1000);
@@ -385,7 +380,7 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
   async function certAccepted(): Promise<boolean> {
     const mode = cfg.sslVerifyClient;
     if (mode === "off") return true;
-    const t = conn.tlsInfo;
+    const t = live.conn.tlsInfo;
     if (t?.certPem && !t.verified && !(mode === "optional_no_ca" && UNTRUSTED_ISSUER.has(t.verifyError ?? ""))) {
       logger.log("info", `client SSL certificate verify error: (${t.verifyReason ?? t.verifyError ?? "unknown"})`, ctx);
       await refuse(m.certError);
@@ -402,12 +397,12 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
   /** The last words of a session that just finished its handshake: sent, flushed through TLS, then FIN. */
   async function refuse(text: string): Promise<void> {
     await lastWord(text, 5000);
-    await before(conn.closeWrite(), timer.at).catch(() => {});
+    await before(live.conn.closeWrite(), timer.at).catch(() => {});
   }
 
   /** A TLS handshake with the client, bounded by the session's deadline. */
   function handshake(p: Promise<Conn>): Promise<Conn> {
-    return timer.wait(conn, before(p, timer.at), conn, "SSL handshake failed");
+    return timer.wait(live.conn, before(p, timer.at), live.conn, "SSL handshake failed");
   }
 
   /**
@@ -418,7 +413,7 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
   async function readProxy(): Promise<{ header: ProxyHeader; rest: Uint8Array } | null> {
     let buf: Uint8Array = new Uint8Array(0);
     for (;;) {
-      const chunk = await timer.wait(conn, conn.read(), conn, "recv() failed");
+      const chunk = await timer.wait(live.conn, live.conn.read(), live.conn, "recv() failed");
       if (chunk === null) {
         if (buf.length === 0) logger.log("info", "client closed connection", ctx);
         else logger.log("error", brokenHeader(buf), ctx);
@@ -479,7 +474,7 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
     ctx.login = c.login;
     ctx.action = "in http auth state";
     const digest = c.method === "cram-md5" || c.method === "apop";
-    const tls = conn.tlsInfo;
+    const tls = live.conn.tlsInfo;
     const query = {
       method: c.method,
       user: c.login,
@@ -546,23 +541,23 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
     const sendProxy = cfg.proxyProtocol !== "off";
     try {
       // a PROXY header goes first, in clear, so TLS to the backend starts after it
-      upstream = live.upstream = await platform.connect(to, cfg.timeout);
+      live.upstream = await platform.connect(to, cfg.timeout);
       if (sendProxy) {
         const header = writeProxyHeader(cfg.proxyProtocol === "v2" ? 2 : 1, { host: ctx.client, port: clientPort }, client.local);
-        await write(upstream, header);
+        await write(live.upstream, header);
       }
     } catch (e) {
       if (e instanceof Deadline) throw e;
       metrics.upstreamErrors++;
       logger.log("error", `connect() to upstream failed: ${message(e)}`, ctx);
-      await write(conn, m.internalError).catch(() => {});
+      await write(live.conn, m.internalError).catch(() => {});
       return;
     }
     if (implicitTls) {
       // proxy_ssl on: the TCP connection is up, TLS comes before the greeting
       try {
         ctx.action = "SSL handshaking to upstream";
-        upstream = live.upstream = await before(upstream.startTls(implicitTls), timer.at);
+        live.upstream = await before(live.upstream.startTls(implicitTls), timer.at);
       } catch (e) {
         if (e instanceof Deadline) throw e;
         await upstreamTlsFailed(e);
@@ -588,13 +583,13 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
       for (const ua of uactions) {
         switch (ua.kind) {
           case "send":
-            await write(upstream, ua.text);
+            await write(live.upstream, ua.text);
             break;
           case "start-tls":
             if (!rs.tlsUpstream) throw new Error("upstream STARTTLS without a TLS client context");
             try {
               ctx.action = "SSL handshaking to upstream";
-              upstream = live.upstream = await before(upstream.startTls(rs.tlsUpstream), timer.at);
+              live.upstream = await before(live.upstream.startTls(rs.tlsUpstream), timer.at);
               ctx.action = "reading response from upstream";
             } catch (e) {
               if (e instanceof Deadline) throw e;
@@ -606,25 +601,25 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
           case "fail":
             metrics.upstreamErrors++;
             logger.log(cfg.proxyPassErrorMessage ? "info" : "error", ua.log, ctx);
-            await write(conn, ua.toClient).catch(() => {});
+            await write(live.conn, ua.toClient).catch(() => {});
             return;
           case "done":
-            await write(conn, ua.toClient);
-            if (ua.leftover.length) await write(conn, ua.leftover);
-            if (a.leftover.length) await write(upstream, a.leftover);
+            await write(live.conn, ua.toClient);
+            if (ua.leftover.length) await write(live.conn, ua.leftover);
+            if (a.leftover.length) await write(live.upstream, a.leftover);
             ctx.action = undefined;
             metrics.loginsOk++;
             logger.log("info", "client logged in", ctx);
-            startRelay(upstream);
+            startRelay(live.upstream);
             return;
         }
       }
       if (!next) {
-        const bytes = await timer.wait(upstream, upstream.read(), conn, "");
+        const bytes = await timer.wait(live.upstream, live.upstream.read(), live.conn, "");
         if (bytes === null) {
           metrics.upstreamErrors++;
           logger.log("error", "upstream prematurely closed connection", ctx);
-          await write(conn, m.internalError).catch(() => {});
+          await write(live.conn, m.internalError).catch(() => {});
           return;
         }
         next = { kind: "bytes", bytes };
@@ -643,7 +638,7 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
     metrics.upstreamErrors++;
     if (e instanceof TlsVerifyError) logger.log("error", `upstream SSL certificate verify error: (${e.message})`, ctx);
     else logger.log("error", `SSL_do_handshake() to upstream failed (${message(e)})`, ctx);
-    upstream?.close();
+    live.upstream?.close();
     await lastWord(m.internalError, 5000);
   }
 
@@ -651,6 +646,6 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
     ctx.action = "proxying";
     timer.stop(); // the relay has its own idle timer (proxy_timeout)
     relaying = true;
-    live.relayed(platform.relay(conn, up, { bufferSize: cfg.proxyBuffer, idleTimeoutMs: cfg.proxyTimeout, listener: live }));
+    live.relayed(platform.relay(live.conn, up, { bufferSize: cfg.proxyBuffer, idleTimeoutMs: cfg.proxyTimeout, listener: live }));
   }
 }
