@@ -14,7 +14,7 @@
 
 import { appendFileSync } from "node:fs";
 import { resolveDns, reverseDns, scrypt } from "./node-dns-crypto.ts";
-import { concat } from "../src/util/bytes.ts";
+import { concatAll } from "../src/util/bytes.ts";
 import { isIP } from "node:net";
 import { hostname } from "node:os";
 import { checkServerIdentity, type PeerCertificate } from "node:tls";
@@ -464,7 +464,7 @@ class BunConn implements Conn {
     next.local = this.local;
     // STARTTLS: bytes read but not consumed are plaintext sent after the command, dropped
     // (CVE-2011-0411 class); after a PROXY header they are the start of the TLS stream.
-    const initialData = initial === undefined ? undefined : this.#queue.reduce(concat, initial);
+    const initialData = initial === undefined ? undefined : concatAll([initial, ...this.#queue]);
     this.#queue = [];
     this.#queued = 0;
     this.#upgraded = true; // set first: upgradeTLS passes initialData to onData too, as ciphertext

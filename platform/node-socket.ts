@@ -15,6 +15,7 @@ import type { Duplex } from "node:stream";
 import * as tls from "node:tls";
 import type { Address, Conn, ListenAt, Listener, RelayHandle, RelayOpts, TlsClient, TlsFailure, TlsInfo, TlsServer } from "../src/platform.ts";
 import { TlsVerifyError } from "../src/platform.ts";
+import { concatAll } from "../src/util/bytes.ts";
 import {
   attachSessionCache,
   clientTlsOptions,
@@ -214,7 +215,7 @@ export class SocketConn implements Conn {
    */
   async startTls(t: TlsServer | TlsClient, initial?: Uint8Array): Promise<Conn> {
     const { socket, pending } = this.detach();
-    const first = initial === undefined ? undefined : concatBytes([initial, ...pending]);
+    const first = initial === undefined ? undefined : concatAll([initial, ...pending]);
     const at = { remote: this.remote, local: this.local };
     const secure = t.side === "server"
       ? await startServerTls(socket, t, first)
@@ -251,16 +252,6 @@ function oneLine(err: Error): Error {
   if (text === err.message) return err;
   const out = new Error(text);
   (out as { code?: unknown }).code = (err as { code?: unknown }).code;
-  return out;
-}
-
-function concatBytes(chunks: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.byteLength;
-  }
   return out;
 }
 

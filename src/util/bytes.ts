@@ -44,6 +44,18 @@ export function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
   return out;
 }
 
+/** All of `chunks` in one array; a single chunk is returned as it is. */
+export function concatAll(chunks: readonly Uint8Array[]): Uint8Array {
+  if (chunks.length === 1) return chunks[0];
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.byteLength;
+  }
+  return out;
+}
+
 export function indexOfByte(bytes: Uint8Array, byte: number, from = 0): number {
   return bytes.indexOf(byte, from);
 }

@@ -14,6 +14,7 @@ import { join } from "node:path";
 import process from "node:process";
 import { test } from "node:test";
 import type { Address, Conn, Listener, Platform, RelayStats, TlsClient, TlsServer } from "../../src/platform.ts";
+import { concatAll } from "../../src/util/bytes.ts";
 import { makeTestPki, type TestPki } from "../support/certs.ts";
 
 const BIG = 64 * 1024 * 1024; // the relay transfer, each way
@@ -84,7 +85,7 @@ class Lines {
       }
       const chunk = await this.conn.read();
       if (chunk === null) throw new Error(`Connection ended before a full line (have "${dec.decode(this.rest)}")`);
-      this.rest = concat([this.rest, chunk]);
+      this.rest = concatAll([this.rest, chunk]);
     }
   }
 }
@@ -92,18 +93,9 @@ class Lines {
 async function readAll(c: Conn): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
   for (let chunk = await c.read(); chunk !== null; chunk = await c.read()) chunks.push(chunk);
-  return concat(chunks);
+  return concatAll(chunks);
 }
 
-function concat(chunks: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.byteLength;
-  }
-  return out;
-}
 
 function randomBytes(n: number): Uint8Array {
   const out = new Uint8Array(n);
@@ -582,7 +574,7 @@ export function platformSuite(name: string, p: Platform): void {
     const back = await within(10_000, "1 MiB echoed over TLS", readAll(t));
     await sending;
     const tail = enc.encode("written after the client's FIN\r\n");
-    assert.ok(Buffer.from(back).equals(Buffer.from(concat([data, tail]))), "bytes echoed over TLS differ");
+    assert.ok(Buffer.from(back).equals(Buffer.from(concatAll([data, tail]))), "bytes echoed over TLS differ");
     const info = await serverInfo.promise;
     assert.match(info?.protocol ?? "", /^TLSv1\.[23]$/);
     assert.equal(info?.verified, false); // no client certificate was asked for
@@ -685,7 +677,7 @@ export function platformSuite(name: string, p: Platform): void {
         for (;;) {
           const chunk = await c.read();
           assert.notEqual(chunk, null, "connection ended inside the PROXY header");
-          got = concat([got, chunk as Uint8Array]);
+          got = concatAll([got, chunk as Uint8Array]);
           const end = got.indexOf(0x0a);
           if (end < 0 || (mode === "more" && end === got.length - 1)) continue;
           assert.equal(dec.decode(got.subarray(0, end + 1)), header);
@@ -961,11 +953,11 @@ export function platformSuite(name: string, p: Platform): void {
   test(`${name}: a relay's listener is told once, with the stats done resolves to`, SLOW, async () => {
     const server = await echo(p);
     const told: RelayStats[] = [];
-    const relayed = deferred<Promise<RelayStats>>();
+    const relayed = deferred<{ done: Promise<RelayStats> }>();
     const proxy = await serve(p, async (c) => {
       const up = await p.connect(server.address, 5000);
       const h = p.relay(c, up, { bufferSize: 4096, idleTimeoutMs: 0, listener: { relayEnded: (stats) => void told.push(stats) } });
-      relayed.resolve(h.done);
+      relayed.resolve(h);
       await h.done;
     });
     const c = await p.connect(proxy.address, 5000);
@@ -973,7 +965,7 @@ export function platformSuite(name: string, p: Platform): void {
     assert.equal(await new Lines(c).next(), "hello");
     await c.closeWrite(); // the echo server answers FIN with FIN: the relay ends both ways
     assert.equal(await within(5000, "the relay's FIN", c.read()), null);
-    const stats = await within(5000, "relay done", await relayed.promise);
+    const stats = await within(5000, "relay done", (await relayed.promise).done);
     assert.equal(told.length, 1, "told exactly once");
     assert.deepEqual(told[0], stats);
     assert.equal(stats.end, "client-closed");
