@@ -6,6 +6,9 @@ const latin1 = new TextDecoder("latin1");
 // deno-lint-ignore no-control-regex
 const ASCII = /^[\x00-\x7f]*$/;
 
+/** The empty byte string, shared (nothing can be written into it). */
+export const EMPTY: Uint8Array = new Uint8Array(0);
+
 export const CR = 0x0d;
 export const LF = 0x0a;
 export const CRLF = "\r\n";
@@ -18,9 +21,29 @@ export function fromUtf8(bytes: Uint8Array): string {
   return decoder.decode(bytes);
 }
 
-/** One char per byte, so that every byte survives a round trip through a string. */
-export function fromBytes(bytes: Uint8Array): string {
-  return latin1.decode(bytes);
+// The Encoding standard makes the "latin1" label windows-1252: Bun and Deno decode bytes
+// 0x80-0x9f as other chars (0x82 as U+201A), which toBytes would not give back, so those chars
+// are mapped back to their bytes. Node decodes true latin1 and never needs it.
+// deno-lint-ignore no-control-regex
+const NOT_LATIN1 = /[^\x00-\xff]/;
+// deno-lint-ignore no-control-regex
+const NOT_LATIN1_ALL = /[^\x00-\xff]/g;
+const CP1252_BYTE: ReadonlyMap<string, string> = (() => {
+  const m = new Map<string, string>();
+  for (let b = 0x80; b <= 0x9f; b++) {
+    const c = latin1.decode(new Uint8Array([b]));
+    if (c !== String.fromCharCode(b)) m.set(c, String.fromCharCode(b));
+  }
+  return m;
+})();
+
+/**
+ * One char per byte, so that every byte survives a round trip through a string; `start` and
+ * `end` (as for subarray) decode part of `bytes`.
+ */
+export function fromBytes(bytes: Uint8Array, start = 0, end = bytes.length): string {
+  const s = latin1.decode(start === 0 && end >= bytes.length ? bytes : bytes.subarray(start, end));
+  return NOT_LATIN1.test(s) ? s.replace(NOT_LATIN1_ALL, (c) => CP1252_BYTE.get(c) ?? c) : s;
 }
 
 /** Inverse of fromBytes: chars above 0xff never occur in strings made by fromBytes. */

@@ -16,6 +16,9 @@ import { connectClient, within } from "../support/line-client.ts";
 const run = promisify(execFile);
 const USER = "alice@example.com";
 const PASS = "alice-secret";
+// UTF-8 with continuation bytes 0x80-0x9f (ł = c5 82, ć = c4 87, € = e2 82 ac)
+const UTF8_USER = "zofia@example.com";
+const UTF8_PASS = "zażółć-€";
 
 let dovecot: Dovecot;
 let auth: MockAuth;
@@ -25,7 +28,7 @@ let dropper: MockBackend; // greets, then resets on LOGIN
 let closedPort: number;
 
 before(async () => {
-  dovecot = await startDovecot({ users: [{ user: USER, password: PASS }] });
+  dovecot = await startDovecot({ users: [{ user: USER, password: PASS }, { user: UTF8_USER, password: UTF8_PASS }] });
   dovecot.putMessage(USER, "From: bob@example.com\r\nTo: alice@example.com\r\nSubject: hello through postern\r\n\r\nbody\r\n");
   auth = await startMockAuth(authOk("127.0.0.1", dovecot.imapPort));
   backend = await startMockBackend({ script: imapBackend("any") });
@@ -52,6 +55,9 @@ auth:
   users:
     - user: ${USER}
       password_hash: "scrypt$16384$8$1$c2FsdHNhbHRzYWx0c2FsdA==$y2eAlHM2EMLppCk0t8YnMLJkUEwcBElMlb7h0O615JU="
+      backend: 127.0.0.1:${dovecot.imapPort}
+    - user: ${UTF8_USER}
+      password: "${UTF8_PASS}"
       backend: 127.0.0.1:${dovecot.imapPort}
     - user: plain-user
       password: plain-pass
@@ -173,6 +179,25 @@ m.logout()
     assert.equal(r.header("Client-IP"), "127.0.0.2");
     assert.equal(r.header("X-Auth-Key"), "k3y");
     assert.equal(auth.connections() - conns, 1, "both requests went over one keep-alive connection");
+  });
+
+  test(`${target}: a UTF-8 password with bytes 0x80-0x9f logs in to Dovecot byte for byte, through auth_http and the built-in auth`, async () => {
+    auth.setHandler(authOk("127.0.0.1", dovecot.imapPort));
+    const pw = Buffer.from(UTF8_PASS, "utf8");
+    for (const port of [p.http, p.builtin]) {
+      const c = await connectClient(port);
+      await c.expect(/ready\r\n/);
+      c.send(`u1 LOGIN ${UTF8_USER} {${pw.length}}\r\n`);
+      await c.expect(/^\+ OK\r\n/);
+      c.send(Buffer.concat([pw, Buffer.from("\r\n")]));
+      assert.match(await c.expect(/u1 (OK|NO|BAD) .*\r\n/, 10_000), /u1 OK /);
+      c.send("u2 LOGOUT\r\n");
+      await c.expect(/u2 OK/);
+      c.end();
+      await within(c.closed, 5000, "close after LOGOUT");
+    }
+    // nginx's escaping: every byte from 0x7f up as %XX, the bytes of the UTF-8 text
+    assert.equal(auth.requests.at(-1)!.header("Auth-Pass"), "za%C5%BC%C3%B3%C5%82%C4%87-%E2%82%AC");
   });
 
   test(`${target}: the backend gets LOGIN with literals exactly as nginx sends it, then bytes flow both ways`, async () => {
