@@ -164,8 +164,28 @@ interface Sink {
   close(err?: Error): void;
 }
 
+/**
+ * The peer's address, asked of the socket field by field when first needed: each of Bun's getters
+ * is a getpeername call, and the port is only wanted by some sessions (info logs, PROXY headers
+ * and XCLIENT towards a backend). Settled to a plain Address before TLS replaces the socket.
+ */
+class PeerAddress implements Address {
+  #host: string | undefined;
+  #port: number | undefined;
+  constructor(readonly sock: Socket<BunConn>) {}
+  get host(): string {
+    return this.#host ??= this.sock.remoteAddress ?? "";
+  }
+  get port(): number {
+    return this.#port ??= this.sock.remotePort ?? 0;
+  }
+  settled(): Address {
+    return { host: this.host, port: this.port };
+  }
+}
+
 class BunConn implements Conn {
-  remote: Address = NO_ADDRESS;
+  #remote: Address = NO_ADDRESS;
   #local: Address | undefined;
   tlsInfo?: TlsInfo;
   sock!: Socket<BunConn>;
@@ -192,12 +212,28 @@ class BunConn implements Conn {
    */
   bind(s: Socket<BunConn>, at?: ListenAt): void {
     this.sock = s;
-    // a peer that is already gone when the open callback runs leaves these undefined
-    if (this.remote === NO_ADDRESS) this.remote = { host: s.remoteAddress ?? "", port: s.remotePort ?? 0 };
+    if (this.#remote === NO_ADDRESS) {
+      this.#remote = new PeerAddress(s);
+      void this.#remote.host; // now, while the peer is surely there (a reset one leaves it "")
+    }
     if (at !== undefined && this.#local === undefined) {
       this.#local = at.port !== 0 && at.host !== "0.0.0.0" && at.host !== "::" ? { host: at.host, port: at.port } : this.local;
     }
     if (at?.keepAlive) s.setKeepAlive(true);
+  }
+
+  get remote(): Address {
+    return this.#remote;
+  }
+
+  set remote(a: Address) {
+    this.#remote = a instanceof PeerAddress ? a.settled() : a;
+  }
+
+  /** The peer's address read in full now (TLS sessions: logged after the TCP socket is gone). */
+  settleRemote(): Address {
+    this.remote = this.#remote;
+    return this.#remote;
   }
 
   get local(): Address {
@@ -457,7 +493,7 @@ class BunConn implements Conn {
       }
       const { duplex, bridge } = bridgeStream(this); // reads the queue first, then the socket
       const secure = await startServerTls(duplex, t, initial, timeoutMs);
-      return new SocketConn(secure, { remote: this.remote, local: this.local }, tlsInfoOf(secure, t), bridge);
+      return new SocketConn(secure, { remote: this.settleRemote(), local: this.local }, tlsInfoOf(secure, t), bridge);
     }
     const next = new BunConn();
     next.remote = this.remote;
@@ -522,8 +558,9 @@ function listenNow(at: ListenAt, onConn: (c: Conn) => void, t?: TlsServer, onTls
         const c = new BunConn();
         s.data = c;
         c.bind(s, at);
-        if (t === undefined) onConn(c);
-        else c.startTls(t, new Uint8Array(0), at.handshakeTimeoutMs).then(onConn, failed(c)); // node:tls over the socket
+        if (t === undefined) return onConn(c);
+        c.settleRemote();
+        c.startTls(t, new Uint8Array(0), at.handshakeTimeoutMs).then(onConn, failed(c)); // node:tls over the socket
       },
     }
     : {
@@ -532,6 +569,7 @@ function listenNow(at: ListenAt, onConn: (c: Conn) => void, t?: TlsServer, onTls
         const c = new BunConn();
         s.data = c;
         c.bind(s, at);
+        c.settleRemote();
         // a failed handshake only drops that socket
         c.awaitHandshake({ side: "server", mustVerify, tls: native }, at.handshakeTimeoutMs).then(() => onConn(c), failed(c));
       },
@@ -690,7 +728,8 @@ class Pipe implements Sink {
   #finish(): void {
     if (this.#done) return;
     this.#done = true;
-    this.dst.shutdownWrite();
+    // with the other way over too the relay closes both sockets now, and the close sends the FIN
+    if (!this.reverse.#done) this.dst.shutdownWrite();
     this.ctl.finished(this.dir);
   }
 }

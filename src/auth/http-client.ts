@@ -3,7 +3,7 @@
 // the status code is ignored and only the headers count. https:// URLs go through fetch.
 
 import type { Address, Conn } from "../platform.ts";
-import { concat, fromBytes, toBytes } from "../util/bytes.ts";
+import { concat, EMPTY, fromBytes, toBytes } from "../util/bytes.ts";
 import { authRequestHeaders } from "./protocol.ts";
 import type { AuthQuery, AuthReply, AuthService } from "./types.ts";
 
@@ -16,6 +16,7 @@ const MAX_BODY_BYTES = 1 << 20; // a body is read and dropped so the connection 
 
 class AuthHttpError extends Error {}
 
+
 function replyFrom(get: (name: string) => string | undefined): AuthReply {
   return {
     status: get("auth-status"),
@@ -26,6 +27,54 @@ function replyFrom(get: (name: string) => string | undefined): AuthReply {
     wait: get("auth-wait"),
     errorCode: get("auth-error-code"),
   };
+}
+
+/** What a reply's head says: the auth headers, and how the reply is framed. */
+interface ReplyHead {
+  reply: AuthReply;
+  minor: string; // HTTP/1.x
+  code: number;
+  connection: string;
+  contentLength: string | undefined;
+  transferEncoding: string;
+}
+
+/**
+ * Reads the status line and the header lines of `text` up to `end` (where the empty line
+ * starts). Every line must be a header; only the names that matter are lowercased and kept
+ * (Server, Date, ... are checked and skipped); a repeated header counts by its last value.
+ */
+function readHead(text: string, end: number): ReplyHead {
+  let eol = text.indexOf("\r\n");
+  if (eol < 0 || eol > end) eol = end;
+  const status = /^HTTP\/1\.([01]) (\d{3})/.exec(text.slice(0, eol));
+  if (!status) throw new AuthHttpError(`auth http server sent invalid status line "${text.slice(0, Math.min(eol, 64))}"`);
+  const reply: { -readonly [K in keyof AuthReply]: AuthReply[K] } = {
+    status: undefined, server: undefined, port: undefined, user: undefined, pass: undefined, wait: undefined, errorCode: undefined,
+  };
+  const head: ReplyHead = { reply, minor: status[1], code: Number(status[2]), connection: "", contentLength: undefined, transferEncoding: "" };
+  for (let at = eol + 2; at < end; at = eol + 2) {
+    eol = text.indexOf("\r\n", at);
+    if (eol < 0 || eol > end) eol = end;
+    const colon = text.indexOf(":", at);
+    if (colon <= at || colon > eol) throw new AuthHttpError("auth http server sent invalid header in response");
+    const c = text.charCodeAt(at) | 0x20; // a, c, t: auth-*, connection, content-length, transfer-encoding
+    if (c !== 0x61 && c !== 0x63 && c !== 0x74) continue;
+    const value = text.slice(colon + 1, eol).trim();
+    switch (text.slice(at, colon).trim().toLowerCase()) {
+      case "auth-status": reply.status = value; break;
+      case "auth-server": reply.server = value; break;
+      case "auth-port": reply.port = value; break;
+      case "auth-user": reply.user = value; break;
+      case "auth-pass": reply.pass = value; break;
+      case "auth-wait": reply.wait = value; break;
+      case "auth-error-code": reply.errorCode = value; break;
+      case "connection": head.connection = value; break;
+      case "content-length": head.contentLength = value; break;
+      case "transfer-encoding": head.transferEncoding = value; break;
+    }
+  }
+  return head;
 }
 
 export function createHttpAuth(
@@ -42,40 +91,30 @@ export function createHttpAuth(
 
   /** One request on one connection; `reusable` when the reply was framed and keep-alive. */
   async function exchange(conn: Conn, request: Uint8Array): Promise<{ reply: AuthReply; reusable: boolean }> {
-    await conn.write(request);
-    let buf: Uint8Array = new Uint8Array(0);
+    const sent = conn.writeNow !== undefined ? conn.writeNow(request) : conn.write(request);
+    if (sent !== undefined) await sent;
+    let buf: Uint8Array = EMPTY;
+    let text = "";
     let end = -1;
     while (end < 0) {
       const chunk = await conn.read();
       if (chunk === null) throw new AuthHttpError(buf.length ? "auth http server closed the connection mid-reply" : "closed");
       buf = concat(buf, chunk);
-      end = fromBytes(buf.subarray(0, MAX_REPLY_HEADER_BYTES + 4)).indexOf("\r\n\r\n");
+      text = fromBytes(buf.length > MAX_REPLY_HEADER_BYTES + 4 ? buf.subarray(0, MAX_REPLY_HEADER_BYTES + 4) : buf);
+      end = text.indexOf("\r\n\r\n");
       if (end < 0 && buf.length > MAX_REPLY_HEADER_BYTES) throw new AuthHttpError("auth http server sent too long a header");
     }
-    const lines = fromBytes(buf.subarray(0, end)).split("\r\n");
-    const status = /^HTTP\/1\.([01]) (\d{3})/.exec(lines[0]);
-    if (!status) throw new AuthHttpError(`auth http server sent invalid status line "${lines[0].slice(0, 64)}"`);
-    // only the names that matter are lowercased and kept (Server, Date, ... are checked and skipped)
-    const fields = new Map<string, string>();
-    for (let i = 1; i < lines.length; i++) {
-      const line = lines[i];
-      const colon = line.indexOf(":");
-      if (colon <= 0) throw new AuthHttpError("auth http server sent invalid header in response");
-      const c = line.charCodeAt(0) | 0x20; // a, c, t: auth-*, connection, content-length, transfer-encoding
-      if (c !== 0x61 && c !== 0x63 && c !== 0x74) continue;
-      fields.set(line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim());
-    }
-    const reply = replyFrom((n) => fields.get(n));
-    let rest = buf.subarray(end + 4);
-    const connection = (fields.get("connection") ?? "").toLowerCase();
-    let reusable = status[1] === "1" ? connection !== "close" : connection === "keep-alive";
-    const code = Number(status[2]);
-    const length = fields.get("content-length");
-    if (fields.get("transfer-encoding")?.toLowerCase() === "chunked") {
+    const head = readHead(text, end);
+    const reply = head.reply;
+    let rest = buf.length > end + 4 ? buf.subarray(end + 4) : EMPTY;
+    const connection = head.connection.toLowerCase();
+    let reusable = head.minor === "1" ? connection !== "close" : connection === "keep-alive";
+    const code = head.code;
+    const length = head.contentLength;
+    if (head.transferEncoding.toLowerCase() === "chunked") {
       // read to the last chunk and drop the body
       for (;;) {
-        const text = fromBytes(rest);
-        const m = /(?:^|\r\n)0[^\r\n]*\r\n\r\n$/.exec(text);
+        const m = /(?:^|\r\n)0[^\r\n]*\r\n\r\n$/.exec(fromBytes(rest));
         if (m) break;
         if (rest.length > MAX_BODY_BYTES) return { reply, reusable: false };
         const chunk = await conn.read();

@@ -1,6 +1,6 @@
 // Reading backend replies line by line during the upstream login, bounded by proxy_buffer.
 
-import { concat, fromBytes, LF } from "../util/bytes.ts";
+import { concat, EMPTY, fromBytes, LF } from "../util/bytes.ts";
 
 export type LineRead =
   | { readonly kind: "line"; readonly line: string; readonly raw: Uint8Array; readonly rest: Uint8Array } // line without CRLF
@@ -16,6 +16,7 @@ export function takeLine(buf: Uint8Array, limit: number): LineRead {
   }
   if (lf + 1 > limit) return { kind: "too-long", head: fromBytes(buf.subarray(0, 128)) };
   const end = lf > 0 && buf[lf - 1] === 0x0d ? lf - 1 : lf;
+  if (lf + 1 === buf.length) return { kind: "line", line: fromBytes(buf).slice(0, end), raw: buf, rest: EMPTY }; // one whole line: the usual reply
   return { kind: "line", line: fromBytes(buf.subarray(0, end)), raw: buf.subarray(0, lf + 1), rest: buf.subarray(lf + 1) };
 }
 

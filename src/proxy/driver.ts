@@ -8,7 +8,7 @@ import type { Logger, SessionLogContext } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import { type Conn, type Platform, type RelayHandle, type RelayListener, type RelayStats, type TlsClient, type TlsInfo, type TlsServer, TlsVerifyError } from "../platform.ts";
 import type { Action, AuthOutcome, CompiledServer, Credentials, Input, ProtocolMachine, UpstreamAction, UpstreamInput } from "../protocol/types.ts";
-import { concat, escapeForLog, fromBytes, toBytes } from "../util/bytes.ts";
+import { concat, EMPTY, escapeForLog, fromBytes, toBytes } from "../util/bytes.ts";
 import { addressTrusted, brokenHeader, canonicalAddress, type ProxyHeader, readProxyHeader, writeProxyHeader } from "./proxy-protocol.ts";
 
 /** Everything a session needs from its server, fixed when it starts (a reload does not change live sessions). */
@@ -239,7 +239,9 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
     return r;
   };
 
-  let clientPort = client.remote.port;
+  // the client's port from a trusted PROXY header; otherwise asked of the socket only when wanted
+  let realPort: number | undefined;
+  const clientPort = (): number => realPort ?? live.conn.remote.port;
   let proxyHeader: ProxyHeader | undefined;
 
   try {
@@ -253,8 +255,8 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
       // headers go out either way
       if (proxyHeader.srcAddr && addressTrusted(client.remote.host, cfg.setRealIpFrom)) {
         ctx.client = canonicalAddress(proxyHeader.srcAddr);
-        clientPort = proxyHeader.srcPort ?? clientPort;
-        logger.log("info", `client ${client.remote.host}:${client.remote.port} is ${ctx.client}:${clientPort} by PROXY protocol`, { ...ctx, bare: true });
+        realPort = proxyHeader.srcPort;
+        logger.log("info", `client ${client.remote.host}:${client.remote.port} is ${ctx.client}:${clientPort()} by PROXY protocol`, { ...ctx, bare: true });
       }
       if (rs.listen.ssl) {
         // "listen ... ssl proxy_protocol": the header came in clear, TLS starts after it
@@ -270,7 +272,7 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
       // the server's current certificates, bounded by `timeout`, as nginx's ngx_mail_ssl_init_connection
       if (!rs.tlsServer) throw new Error("ssl listen without a TLS server context");
       ctx.action = "SSL handshaking";
-      live.conn = await handshake(live.conn.startTls(rs.tlsServer, new Uint8Array(0)));
+      live.conn = await handshake(live.conn.startTls(rs.tlsServer, EMPTY));
     }
     if (rs.listen.ssl && !(await certAccepted())) return;
     if (m.resolvesClient && cfg.resolver.addresses.length > 0) {
@@ -411,7 +413,7 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
    * been greeted, and what it sent never reaches the protocol parser. `timeout` bounds the wait.
    */
   async function readProxy(): Promise<{ header: ProxyHeader; rest: Uint8Array } | null> {
-    let buf: Uint8Array = new Uint8Array(0);
+    let buf: Uint8Array = EMPTY;
     for (;;) {
       const chunk = await timer.wait(live.conn, live.conn.read(), live.conn, "recv() failed");
       if (chunk === null) {
@@ -543,7 +545,7 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
       // a PROXY header goes first, in clear, so TLS to the backend starts after it
       live.upstream = await platform.connect(to, cfg.timeout);
       if (sendProxy) {
-        const header = writeProxyHeader(cfg.proxyProtocol === "v2" ? 2 : 1, { host: ctx.client, port: clientPort }, client.local);
+        const header = writeProxyHeader(cfg.proxyProtocol === "v2" ? 2 : 1, { host: ctx.client, port: clientPort() }, client.local);
         await write(live.upstream, header);
       }
     } catch (e) {
@@ -572,7 +574,9 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
       clientTag: a.tag,
       clientAddr: ctx.client,
       clientHost,
-      clientPort,
+      get clientPort() {
+        return clientPort();
+      },
       starttls: cfg.proxySsl === "starttls",
       smtp: a.smtp,
     });

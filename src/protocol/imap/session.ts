@@ -2,7 +2,7 @@
 // Pure: bytes and auth results in, replies and requests out.
 
 import type { ServerConfig } from "../../config/types.ts";
-import { concat } from "../../util/bytes.ts";
+import { concat, EMPTY } from "../../util/bytes.ts";
 import { continueSasl, cramMd5Challenge, makeSalt, SASL_PASSWORD_PROMPT, SASL_USERNAME_PROMPT, type SaslPhase } from "../sasl.ts";
 import type { Action, AuthMethod, CompiledServer, Input, SessionStart, Step } from "../types.ts";
 import { parseImapCommand, parseImapContinuation } from "./frame.ts";
@@ -61,7 +61,7 @@ export function startImap(init: SessionStart): Step<ImapState> {
   const state: ImapState = {
     server: init.server,
     phase: "command",
-    buf: new Uint8Array(0),
+    buf: EMPTY,
     syncLiterals: 0,
     tag: "",
     errors: 0,
@@ -124,7 +124,7 @@ function onCommand(s: ImapState, tag: string, name: string, args: readonly strin
     case "STARTTLS": {
       if (s.tls || cfg.starttls === "off") return badCommand(s, tag, "STARTTLS not offered");
       // plaintext pipelined after STARTTLS is dropped, never read inside TLS (CVE-2011-0411)
-      const state = { ...s, phase: "tls-wait" as const, buf: new Uint8Array(0), tag: "" };
+      const state = { ...s, phase: "tls-wait" as const, buf: EMPTY, tag: "" };
       return { state, actions: [{ kind: "reply", text: tag + OK }, { kind: "start-tls" }], stop: true };
     }
     case "LOGIN": {
@@ -218,7 +218,7 @@ function drain(s: ImapState): Step<ImapState> {
       handled = onSasl(state, state.phase as SaslPhase, line.arg);
     }
     const rest = state.buf.subarray(end);
-    const keep = handled.state.phase === "tls-wait" ? new Uint8Array(0) : rest;
+    const keep = handled.state.phase === "tls-wait" ? EMPTY : rest;
     state = { ...handled.state, buf: keep, syncLiterals: 0 };
     actions.push(...handled.actions);
     if (handled.stop) break;
@@ -236,12 +236,12 @@ export function stepImap(s: ImapState, input: Input): Step<ImapState> {
       return { state: s, actions: [] };
     case "tls-started":
       if (s.phase !== "tls-wait") throw new Error("tls-started outside STARTTLS");
-      return { state: { ...s, phase: "command", tls: true, buf: new Uint8Array(0) }, actions: [] };
+      return { state: { ...s, phase: "command", tls: true, buf: EMPTY }, actions: [] };
     case "auth-result": {
       if (s.phase !== "auth-wait") throw new Error("auth-result outside auth-wait");
       const o = input.outcome;
       if (o.kind === "ok") {
-        const state = { ...s, phase: "proxying" as const, buf: new Uint8Array(0) };
+        const state = { ...s, phase: "proxying" as const, buf: EMPTY };
         return {
           state,
           actions: [{ kind: "proxy", to: { host: o.host, port: o.port }, login: o.login, password: o.password, leftover: s.buf, tag: s.tag }],

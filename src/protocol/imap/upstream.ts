@@ -2,7 +2,7 @@
 // send "TAG LOGIN {n}", the user name as a literal, then the password as a literal, and pass the
 // backend's tagged OK (and any untagged lines before it) on to the client.
 
-import { concat, fromBytes } from "../../util/bytes.ts";
+import { concat, EMPTY, fromBytes } from "../../util/bytes.ts";
 import { takeLine } from "../lines.ts";
 import type { UpstreamAction, UpstreamInput, UpstreamStart } from "../types.ts";
 import { IMAP_INTERNAL_ERROR } from "./session.ts";
@@ -17,7 +17,7 @@ export interface ImapUpstreamState {
 }
 
 export function startImapUpstream(init: UpstreamStart): { state: ImapUpstreamState; actions: UpstreamAction[] } {
-  return { state: { init, phase: "greeting", buf: new Uint8Array(0), untagged: new Uint8Array(0) }, actions: [] };
+  return { state: { init, phase: "greeting", buf: EMPTY, untagged: EMPTY }, actions: [] };
 }
 
 function fail(s: ImapUpstreamState, line: Uint8Array | null, why: string): { state: ImapUpstreamState; actions: UpstreamAction[] } {
@@ -32,7 +32,7 @@ function tag(s: ImapUpstreamState): string {
 
 export function stepImapUpstream(s: ImapUpstreamState, input: UpstreamInput): { state: ImapUpstreamState; actions: UpstreamAction[] } {
   if (input.kind === "tls-started") {
-    return { state: { ...s, phase: "login", buf: new Uint8Array(0) }, actions: [{ kind: "send", text: `${tag(s)}LOGIN {${s.init.login.length}}\r\n` }] };
+    return { state: { ...s, phase: "login", buf: EMPTY }, actions: [{ kind: "send", text: `${tag(s)}LOGIN {${s.init.login.length}}\r\n` }] };
   }
   let state: ImapUpstreamState = { ...s, buf: concat(s.buf, input.bytes) };
   const actions: UpstreamAction[] = [];
@@ -63,7 +63,7 @@ export function stepImapUpstream(s: ImapUpstreamState, input: UpstreamInput): { 
         if (!line.startsWith(tag(state) + "OK")) return withFail(actions, fail(state, r.raw, `upstream refused STARTTLS: "${line}"`));
         // bytes after the OK would be plaintext injected before TLS: dropped
         actions.push({ kind: "start-tls" });
-        return { state: { ...state, phase: "tls-wait", buf: new Uint8Array(0) }, actions };
+        return { state: { ...state, phase: "tls-wait", buf: EMPTY }, actions };
       case "login":
         if (!line.startsWith("+")) return withFail(actions, fail(state, r.raw, `upstream sent invalid response: "${line}"`));
         actions.push({ kind: "send", text: `${state.init.login} {${state.init.password.length}}\r\n` });
@@ -85,7 +85,7 @@ export function stepImapUpstream(s: ImapUpstreamState, input: UpstreamInput): { 
         }
         if (line.startsWith(tag(state) + "OK")) {
           actions.push({ kind: "done", toClient: concat(state.untagged, r.raw), leftover: state.buf });
-          return { state: { ...state, phase: "done", buf: new Uint8Array(0) }, actions };
+          return { state: { ...state, phase: "done", buf: EMPTY }, actions };
         }
         return withFail(actions, fail(state, concat(state.untagged, r.raw), `upstream sent invalid response: "${line}"`));
     }

@@ -2,7 +2,7 @@
 // Pure: bytes and auth results in, replies and requests out.
 
 import type { ServerConfig } from "../../config/types.ts";
-import { concat } from "../../util/bytes.ts";
+import { concat, EMPTY } from "../../util/bytes.ts";
 import { continueSasl, cramMd5Challenge, makeSalt, SASL_PASSWORD_PROMPT, SASL_USERNAME_PROMPT, type SaslPhase } from "../sasl.ts";
 import type { Action, AuthMethod, CompiledServer, Input, SessionStart, Step } from "../types.ts";
 import { parsePop3Command, parsePop3Continuation, type Pop3CommandName } from "./frame.ts";
@@ -68,7 +68,7 @@ export function startPop3(init: SessionStart): Step<Pop3State> {
   const state: Pop3State = {
     server: init.server,
     phase: "start",
-    buf: new Uint8Array(0),
+    buf: EMPTY,
     errors: 0,
     tls: init.tls,
     login: "",
@@ -145,7 +145,7 @@ function onQuit(s: Pop3State): Handled {
 function onStls(s: Pop3State): Handled {
   if (s.tls || s.server.config.starttls === "off") return badCommand(s, "STLS not offered");
   // plaintext pipelined after STLS is dropped, never read inside TLS (CVE-2011-0411)
-  return { state: { ...s, phase: "tls-wait", buf: new Uint8Array(0) }, actions: [{ kind: "reply", text: OK }, { kind: "start-tls" }], stop: true };
+  return { state: { ...s, phase: "tls-wait", buf: EMPTY }, actions: [{ kind: "reply", text: OK }, { kind: "start-tls" }], stop: true };
 }
 
 function onAuth(s: Pop3State, args: readonly string[]): Handled {
@@ -246,7 +246,7 @@ function drain(s: Pop3State): Step<Pop3State> {
     else if (f.kind === "command") handled = onCommand(state, f.name, f.args);
     else handled = onSasl(state, state.phase as SaslPhase, f.args[0]);
     const rest = state.buf.subarray(f.end);
-    state = { ...handled.state, buf: handled.state.phase === "tls-wait" ? new Uint8Array(0) : rest };
+    state = { ...handled.state, buf: handled.state.phase === "tls-wait" ? EMPTY : rest };
     actions.push(...handled.actions);
     if (handled.stop) break;
   }
@@ -266,7 +266,7 @@ export function stepPop3(s: Pop3State, input: Input): Step<Pop3State> {
       return { state: s, actions: [] };
     case "tls-started":
       if (s.phase !== "tls-wait") throw new Error("tls-started outside STLS");
-      return { state: { ...s, phase: "start", tls: true, login: "", buf: new Uint8Array(0) }, actions: [] };
+      return { state: { ...s, phase: "start", tls: true, login: "", buf: EMPTY }, actions: [] };
     case "auth-result": {
       if (s.phase !== "auth-wait") throw new Error("auth-result outside auth-wait");
       const o = input.outcome;
@@ -284,7 +284,7 @@ export function stepPop3(s: Pop3State, input: Input): Step<Pop3State> {
             ],
           };
         }
-        const state = { ...s, phase: "proxying" as const, buf: new Uint8Array(0) };
+        const state = { ...s, phase: "proxying" as const, buf: EMPTY };
         return {
           state,
           actions: [{ kind: "proxy", to: { host: o.host, port: o.port }, login: o.login, password: o.password, leftover: s.buf, tag: "" }],

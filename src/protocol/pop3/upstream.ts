@@ -2,7 +2,7 @@
 // send "USER name", wait for "+OK", send "PASS secret", and pass the backend's final "+OK" line
 // on to the client. With proxy_ssl: starttls, "STLS" comes first.
 
-import { concat, fromBytes } from "../../util/bytes.ts";
+import { concat, EMPTY, fromBytes } from "../../util/bytes.ts";
 import { takeLine } from "../lines.ts";
 import type { UpstreamAction, UpstreamInput, UpstreamStart } from "../types.ts";
 import { POP3_INTERNAL_ERROR } from "./session.ts";
@@ -21,7 +21,7 @@ type Result = { state: Pop3UpstreamState; actions: UpstreamAction[] };
 const LINE_BREAKING = /[\r\n\0]/;
 
 export function startPop3Upstream(init: UpstreamStart): Result {
-  const state: Pop3UpstreamState = { init, phase: "greeting", buf: new Uint8Array(0) };
+  const state: Pop3UpstreamState = { init, phase: "greeting", buf: EMPTY };
   // the session already refuses these; this keeps the backend safe whoever calls us
   const bad = LINE_BREAKING.test(init.login) ? "user name" : LINE_BREAKING.test(init.password) ? "password" : "";
   if (bad) {
@@ -46,7 +46,7 @@ function user(s: Pop3UpstreamState): string {
 export function stepPop3Upstream(s: Pop3UpstreamState, input: UpstreamInput): Result {
   if (input.kind === "tls-started") {
     if (s.phase !== "tls-wait") throw new Error("tls-started outside upstream STLS");
-    return { state: { ...s, phase: "user", buf: new Uint8Array(0) }, actions: [{ kind: "send", text: user(s) }] };
+    return { state: { ...s, phase: "user", buf: EMPTY }, actions: [{ kind: "send", text: user(s) }] };
   }
   let state: Pop3UpstreamState = { ...s, buf: concat(s.buf, input.bytes) };
   const actions: UpstreamAction[] = [];
@@ -79,14 +79,14 @@ export function stepPop3Upstream(s: Pop3UpstreamState, input: UpstreamInput): Re
       case "starttls":
         // bytes after the +OK would be plaintext injected before TLS: dropped
         actions.push({ kind: "start-tls" });
-        return { state: { ...state, phase: "tls-wait", buf: new Uint8Array(0) }, actions };
+        return { state: { ...state, phase: "tls-wait", buf: EMPTY }, actions };
       case "user":
         actions.push({ kind: "send", text: `PASS ${state.init.password}\r\n` });
         state = { ...state, phase: "password" };
         break;
       case "password":
         actions.push({ kind: "done", toClient: r.raw, leftover: state.buf });
-        return { state: { ...state, phase: "done", buf: new Uint8Array(0) }, actions };
+        return { state: { ...state, phase: "done", buf: EMPTY }, actions };
     }
   }
 }

@@ -4,7 +4,7 @@
 // Pure: bytes, timer and auth results in, replies and requests out.
 
 import type { ServerConfig } from "../../config/types.ts";
-import { concat, escapeForLog } from "../../util/bytes.ts";
+import { concat, EMPTY, escapeForLog } from "../../util/bytes.ts";
 import { continueSasl, cramMd5Challenge, makeSalt, SASL_PASSWORD_PROMPT, SASL_USERNAME_PROMPT, type SaslPhase } from "../sasl.ts";
 import type { Action, AuthMethod, CompiledServer, Input, SessionStart, Step } from "../types.ts";
 import { parseSmtpCommand, parseSmtpContinuation, type SmtpVerb } from "./frame.ts";
@@ -85,7 +85,7 @@ export function startSmtp(init: SessionStart): Step<SmtpState> {
   const state: SmtpState = {
     server: init.server,
     phase: cfg.smtpGreetingDelay > 0 ? "delay" : "command",
-    buf: new Uint8Array(0),
+    buf: EMPTY,
     errors: 0,
     tls: init.tls,
     esmtp: false,
@@ -200,7 +200,7 @@ function onStarttls(s: SmtpState): Handled {
   if (s.tls || s.server.config.starttls === "off") return invalidCommand(s, "STARTTLS not offered");
   // RFC 3207: forget what the client said before; plaintext pipelined behind STARTTLS is
   // dropped, never read inside TLS (CVE-2011-0411)
-  const state = { ...s, phase: "tls-wait" as const, helo: "", from: "", to: "", buf: new Uint8Array(0) };
+  const state = { ...s, phase: "tls-wait" as const, helo: "", from: "", to: "", buf: EMPTY };
   return { state, actions: [{ kind: "reply", text: START_TLS }, { kind: "start-tls" }], stop: true };
 }
 
@@ -270,7 +270,7 @@ function drain(s: SmtpState): Step<SmtpState> {
     else if (f.kind === "command") handled = onCommand(state, f.verb, f.args, f.text);
     else handled = onSasl(state, state.phase as SaslPhase, f.args[0] ?? "");
     const rest = state.buf.subarray(f.end);
-    state = { ...handled.state, buf: handled.state.phase === "tls-wait" ? new Uint8Array(0) : rest };
+    state = { ...handled.state, buf: handled.state.phase === "tls-wait" ? EMPTY : rest };
     actions.push(...handled.actions);
     if (handled.stop) break;
   }
@@ -294,7 +294,7 @@ export function stepSmtp(s: SmtpState, input: Input): Step<SmtpState> {
       return { state: { ...s, phase: "command" }, actions: [{ kind: "reply", text: s.server.replies.greeting }] };
     case "tls-started":
       if (s.phase !== "tls-wait") throw new Error("tls-started outside STARTTLS");
-      return { state: { ...s, phase: "command", tls: true, buf: new Uint8Array(0) }, actions: [] };
+      return { state: { ...s, phase: "command", tls: true, buf: EMPTY }, actions: [] };
     case "auth-result": {
       if (s.phase !== "auth-wait") throw new Error("auth-result outside auth-wait");
       const o = input.outcome;
@@ -307,7 +307,7 @@ export function stepSmtp(s: SmtpState, input: Input): Step<SmtpState> {
           authMethod: s.method,
         };
         return {
-          state: { ...s, phase: "proxying", buf: new Uint8Array(0) },
+          state: { ...s, phase: "proxying", buf: EMPTY },
           actions: [{ kind: "proxy", to: { host: o.host, port: o.port }, login: o.login, password: o.password, leftover: s.buf, tag: "", smtp }],
         };
       }

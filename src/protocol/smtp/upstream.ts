@@ -8,7 +8,7 @@
 // PLAIN; XCLIENT PORT= and PROTO= when the backend's XCLIENT line lists them; STARTTLS to the
 // backend (proxy_ssl: starttls).
 
-import { concat, encodeBase64, escapeForLog, fromBytes, toBytes } from "../../util/bytes.ts";
+import { concat, EMPTY, encodeBase64, escapeForLog, fromBytes, toBytes } from "../../util/bytes.ts";
 import { takeLine } from "../lines.ts";
 import type { UpstreamAction, UpstreamInput, UpstreamStart } from "../types.ts";
 import { SMTP_INTERNAL_ERROR } from "./session.ts";
@@ -60,7 +60,7 @@ function smtpOf(init: UpstreamStart): NonNullable<UpstreamStart["smtp"]> {
 }
 
 export function startSmtpUpstream(init: UpstreamStart): Result {
-  return { state: { init, phase: "greeting", buf: new Uint8Array(0), reply: new Uint8Array(0), ehlo: new Map() }, actions: [] };
+  return { state: { init, phase: "greeting", buf: EMPTY, reply: EMPTY, ehlo: new Map() }, actions: [] };
 }
 
 function send(s: SmtpUpstreamState, phase: SmtpUpstreamPhase, text: string): Result {
@@ -109,7 +109,7 @@ function afterHello(s: SmtpUpstreamState, rest: Uint8Array): Result {
 }
 
 function done(s: SmtpUpstreamState, toClient: Uint8Array, leftover: Uint8Array): Result {
-  return { state: { ...s, phase: "done", buf: new Uint8Array(0) }, actions: [{ kind: "done", toClient, leftover }] };
+  return { state: { ...s, phase: "done", buf: EMPTY }, actions: [{ kind: "done", toClient, leftover }] };
 }
 
 /** EHLO keywords: "250-AUTH PLAIN LOGIN" and "250-AUTH=PLAIN" both give AUTH: [PLAIN, LOGIN...]. */
@@ -159,7 +159,7 @@ function onReply(s: SmtpUpstreamState, raw: Uint8Array, rest: Uint8Array): Resul
       return send(s, "starttls", "STARTTLS\r\n");
     case "starttls":
       // bytes after the 220 would be plaintext injected before TLS: dropped
-      return { state: { ...s, phase: "tls-wait", buf: new Uint8Array(0) }, actions: [{ kind: "start-tls" }] };
+      return { state: { ...s, phase: "tls-wait", buf: EMPTY }, actions: [{ kind: "start-tls" }] };
     case "hello": {
       const state = { ...s, ehlo: readEhlo(text) };
       if (cfg.xclient) return send(state, "xclient", xclientLine(state));
@@ -184,7 +184,7 @@ function onReply(s: SmtpUpstreamState, raw: Uint8Array, rest: Uint8Array): Resul
 export function stepSmtpUpstream(s: SmtpUpstreamState, input: UpstreamInput): Result {
   if (input.kind === "tls-started") {
     if (s.phase !== "tls-wait") throw new Error("tls-started outside upstream STARTTLS");
-    return sayHello({ ...s, buf: new Uint8Array(0) });
+    return sayHello({ ...s, buf: EMPTY });
   }
   if (s.phase === "done" || s.phase === "tls-wait") return { state: s, actions: [] };
   let state: SmtpUpstreamState = { ...s, buf: concat(s.buf, input.bytes) };
@@ -199,7 +199,7 @@ export function stepSmtpUpstream(s: SmtpUpstreamState, input: UpstreamInput): Re
       state = { ...state, reply, buf: r.rest };
       continue;
     }
-    const next = onReply({ ...state, reply: new Uint8Array(0), buf: new Uint8Array(0) }, reply, r.rest);
+    const next = onReply({ ...state, reply: EMPTY, buf: EMPTY }, reply, r.rest);
     // anything the backend sent past its reply, before our next command, is dropped (as nginx
     // empties its buffer after each command); at the end it goes on to the client
     return next;
