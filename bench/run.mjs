@@ -36,6 +36,8 @@ const HELP = `Usage: node bench/run.mjs [options]
                        always off with --workers auto)
   --rounds N           rounds of A B alternation (default 5, --quick 2)
   --duration S         login scenarios: seconds per run (default 5, --quick 2)
+  --warmup S           login scenarios: seconds of logins per proxy before the rounds, not
+                       counted (default 10, --quick 1): a JIT keeps compiling for ~10 s
   --conc N             login scenarios: concurrent clients (default 50)
   --total MIB          relay scenarios: MiB moved per run (default 1024, --quick 128)
   --idle N1,N2         idle scenarios: session counts (default 1000,10000; capped by the fd limit)
@@ -64,6 +66,7 @@ const { values: opt } = parseArgs({
     pin: { type: "string" },
     rounds: { type: "string" },
     duration: { type: "string" },
+    warmup: { type: "string" },
     conc: { type: "string", default: "50" },
     total: { type: "string" },
     idle: { type: "string" },
@@ -92,6 +95,7 @@ if (!AUTO && opt.workers !== "1") die(`--workers must be 1 or auto`);
 const PIN = !AUTO && NPROC >= 2 && (opt.pin ?? "on") === "on";
 const ROUNDS = Number(opt.rounds ?? (quick ? 2 : 5));
 const DURATION = Number(opt.duration ?? (quick ? 2 : 5));
+const WARMUP = Number(opt.warmup ?? (quick ? 1 : 10));
 const CONC = Number(opt.conc);
 const TOTAL = Number(opt.total ?? (quick ? 128 : 1024)) * MiB;
 const CHUNK = 16 * MiB;
@@ -864,7 +868,7 @@ function buildReport(ctx) {
   L.push(`- versions: nginx ${info.nginx}, node ${info.node}, bun ${info.bun}, deno ${info.deno}, postern ${info.postern}`);
   if (Object.keys(distInfo).length) L.push(`- builds measured: ${Object.entries(distInfo).map(([f, t]) => `dist/${f} of ${t}`).join(", ")} (copied at start)`);
   L.push(`- command: \`${ctx.command}\``);
-  L.push(`- setup: worker_processes ${AUTO ? "auto" : 1} for both proxies; ${PIN ? `pinned: proxy on CPU ${CPU_PROXY}, load generator + mock backend + auth nginx on CPU ${CPU_HELPERS}` : "not pinned (all processes share all cores)"}; proxy_buffer ${PROXY_BUFFER ?? "not set (nginx's default 4k for both)"}; imap/smtp_client_buffer ${CLIENT_BUFFER ?? "not set (4k)"}; error_log level ${LOG_LEVEL}; ${ROUNDS} rounds, each round runs nginx then ${pnames.join(", ") || "no Postern target"}`);
+  L.push(`- setup: worker_processes ${AUTO ? "auto" : 1} for both proxies; ${PIN ? `pinned: proxy on CPU ${CPU_PROXY}, load generator + mock backend + auth nginx on CPU ${CPU_HELPERS}` : "not pinned (all processes share all cores)"}; proxy_buffer ${PROXY_BUFFER ?? "not set (nginx's default 4k for both)"}; imap/smtp_client_buffer ${CLIENT_BUFFER ?? "not set (4k)"}; error_log level ${LOG_LEVEL}; login scenarios warmed up for ${WARMUP} s per proxy (not counted); ${ROUNDS} rounds, each round runs nginx then ${pnames.join(", ") || "no Postern target"}`);
   L.push(`- scenarios: login ${CONC} concurrent clients × ${DURATION} s per run; relay ${TOTAL / MiB} MiB per run in ${CHUNK / MiB} MiB commands; idle sessions held 1 s; start-up median of ${STARTUP_RUNS}`);
   for (const p of proxies) {
     if (p.kind === "postern" && AUTO) L.push(`- ${p.name}: worker_processes auto → ${p.processes} process${p.processes === 1 ? " (multi-process mode not implemented: measured as one process)" : "es"}`);
@@ -1055,10 +1059,10 @@ async function main() {
       if (broken.has(`${px.name}/${listenerOf(px, s)}`)) return undefined; // measured, fails visibly
       return null;
     };
-    // warm-up (not counted): JIT, buffers, connection pools
+    // warm-up (not counted), the same for nginx and Postern: JIT, buffers, connection pools
     for (const px of proxies) {
       if (runnable(px) || !px.alive || s.kind === "idle") continue;
-      if (s.kind === "login") await runLogin(px, s, quick ? 0.5 : 1);
+      if (s.kind === "login") await runLogin(px, s, WARMUP);
       if (s.kind === "relay") await runRelay(px, s, 64 * MiB);
     }
     for (let r = 0; r < ROUNDS; r++) {
