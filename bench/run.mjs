@@ -273,7 +273,19 @@ async function waitPort(port, rec, timeoutMs = 30000) {
   return false;
 }
 
+const GIVEN_PORTS = new Set(); // the kernel may hand a closed port out again: never twice in one run
+
 async function freePort() {
+  for (;;) {
+    const port = await anyFreePort();
+    if (!GIVEN_PORTS.has(port)) {
+      GIVEN_PORTS.add(port);
+      return port;
+    }
+  }
+}
+
+function anyFreePort() {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.once("error", reject);
