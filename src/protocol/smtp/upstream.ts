@@ -8,8 +8,7 @@
 // PLAIN; XCLIENT PORT= and PROTO= when the backend's XCLIENT line lists them; STARTTLS to the
 // backend (proxy_ssl: starttls).
 
-import { concat, EMPTY, encodeBase64, escapeForLog, fromBytes, toBytes } from "../../util/bytes.ts";
-import { takeLine } from "../lines.ts";
+import { concat, EMPTY, encodeBase64, escapeForLog, fromBytes, LF, toBytes } from "../../util/bytes.ts";
 import type { UpstreamAction, UpstreamInput, UpstreamStart } from "../types.ts";
 import { SMTP_INTERNAL_ERROR } from "./session.ts";
 
@@ -33,10 +32,11 @@ export type SmtpUpstreamPhase =
 export interface SmtpUpstreamState {
   readonly init: UpstreamStart;
   readonly phase: SmtpUpstreamPhase;
+  /** The reply being read: its whole lines up to `scanned` are "NNN-" lines, more must follow. */
   readonly buf: Uint8Array;
-  readonly reply: Uint8Array; // lines of a multi-line reply read so far
-  /** Keywords of the backend's latest EHLO reply, upper case, with their parameters. */
-  readonly ehlo: ReadonlyMap<string, readonly string[]>;
+  readonly scanned: number;
+  /** The backend's latest EHLO reply, read for a keyword when one is needed (ehloOffers). */
+  readonly ehlo: string;
 }
 
 type Result = { state: SmtpUpstreamState; actions: UpstreamAction[] };
@@ -60,7 +60,7 @@ function smtpOf(init: UpstreamStart): NonNullable<UpstreamStart["smtp"]> {
 }
 
 export function startSmtpUpstream(init: UpstreamStart): Result {
-  return { state: { init, phase: "greeting", buf: EMPTY, reply: EMPTY, ehlo: new Map() }, actions: [] };
+  return { state: { init, phase: "greeting", buf: EMPTY, scanned: 0, ehlo: "" }, actions: [] };
 }
 
 function send(s: SmtpUpstreamState, phase: SmtpUpstreamPhase, text: string): Result {
@@ -76,7 +76,7 @@ function fail(s: SmtpUpstreamState, reply: Uint8Array | null, why: string): Resu
 function sayHello(s: SmtpUpstreamState): Result {
   const cfg = s.init.server.config;
   const verb = smtpOf(s.init).heloCommand === "EHLO" || cfg.xclient ? "EHLO" : "HELO";
-  return send({ ...s, ehlo: new Map() }, "hello", `${verb} ${cfg.serverName}\r\n`);
+  return send({ ...s, ehlo: "" }, "hello", `${verb} ${cfg.serverName}\r\n`);
 }
 
 function xclientLine(s: SmtpUpstreamState): string {
@@ -88,7 +88,7 @@ function xclientLine(s: SmtpUpstreamState): string {
   let line = `XCLIENT ADDR=${addr}`;
   if (init.login && !cfg.proxySmtpAuth) line += ` LOGIN=${encodeXtext(init.login)}`;
   line += ` NAME=${encodeXtext(init.clientHost)}`;
-  const offered = s.ehlo.get("XCLIENT") ?? [];
+  const offered = ehloOffers(s.ehlo, "XCLIENT") ?? [];
   if (offered.includes("PORT")) line += ` PORT=${init.clientPort}`;
   if (offered.includes("PROTO") && smtp.helo) line += ` PROTO=${smtp.heloCommand === "EHLO" ? "ESMTP" : "SMTP"}`;
   return line + "\r\n";
@@ -100,7 +100,7 @@ function afterHello(s: SmtpUpstreamState, rest: Uint8Array): Result {
   if (smtp.authMethod === "none") return send(s, "from", smtp.from + "\r\n");
   if (s.init.server.config.proxySmtpAuth) {
     if (s.init.password === "") return fail(s, null, "no password available");
-    const mechs = s.ehlo.get("AUTH");
+    const mechs = ehloOffers(s.ehlo, "AUTH");
     if (mechs && !mechs.includes("PLAIN") && mechs.includes("LOGIN")) return send(s, "auth-login", "AUTH LOGIN\r\n");
     const plain = encodeBase64(toBytes(`\0${s.init.login}\0${s.init.password}`));
     return send(s, "auth", `AUTH PLAIN ${plain}\r\n`);
@@ -112,15 +112,22 @@ function done(s: SmtpUpstreamState, toClient: Uint8Array, leftover: Uint8Array):
   return { state: { ...s, phase: "done", buf: EMPTY }, actions: [{ kind: "done", toClient, leftover }] };
 }
 
-/** EHLO keywords: "250-AUTH PLAIN LOGIN" and "250-AUTH=PLAIN" both give AUTH: [PLAIN, LOGIN...]. */
-function readEhlo(reply: string): Map<string, string[]> {
-  const out = new Map<string, string[]>();
-  const lines = reply.split(/\r?\n/).filter(Boolean);
-  for (const line of lines.slice(1)) {
-    const words = line.slice(4).trim().toUpperCase().split(/[ =]+/).filter(Boolean);
-    if (words.length === 0) continue;
-    const prev = out.get(words[0]) ?? [];
-    out.set(words[0], [...prev, ...words.slice(1)]);
+/**
+ * The parameters of an EHLO keyword (upper case), undefined when the reply does not offer it:
+ * "250-AUTH PLAIN LOGIN" and "250-AUTH=PLAIN" both give AUTH [PLAIN, LOGIN...], and a keyword on
+ * several lines gets all their parameters.
+ */
+function ehloOffers(reply: string, keyword: string): string[] | undefined {
+  let out: string[] | undefined;
+  let at = reply.indexOf("\n") + 1; // the first line is the greeting
+  while (at > 0 && at < reply.length) {
+    const lf = reply.indexOf("\n", at);
+    const end = lf < 0 ? reply.length : lf;
+    const line = reply.slice(at + 4, end).trim();
+    at = end + 1;
+    if (line.length < keyword.length || line.slice(0, keyword.length).toUpperCase() !== keyword) continue;
+    const words = line.toUpperCase().split(/[ =]+/).filter(Boolean);
+    if (words[0] === keyword) out = [...(out ?? []), ...words.slice(1)];
   }
   return out;
 }
@@ -161,7 +168,7 @@ function onReply(s: SmtpUpstreamState, raw: Uint8Array, rest: Uint8Array): Resul
       // bytes after the 220 would be plaintext injected before TLS: dropped
       return { state: { ...s, phase: "tls-wait", buf: EMPTY }, actions: [{ kind: "start-tls" }] };
     case "hello": {
-      const state = { ...s, ehlo: readEhlo(text) };
+      const state = { ...s, ehlo: text };
       if (cfg.xclient) return send(state, "xclient", xclientLine(state));
       return afterHello(state, rest);
     }
@@ -169,7 +176,7 @@ function onReply(s: SmtpUpstreamState, raw: Uint8Array, rest: Uint8Array): Resul
       if (smtp.helo) return send(s, "client-hello", `${smtp.heloCommand === "EHLO" ? "EHLO" : "HELO"} ${smtp.helo}\r\n`);
       return afterHello(s, rest);
     case "client-hello":
-      return afterHello(smtp.heloCommand === "EHLO" ? { ...s, ehlo: readEhlo(text) } : s, rest);
+      return afterHello(smtp.heloCommand === "EHLO" ? { ...s, ehlo: text } : s, rest);
     case "auth-login":
       return send(s, "auth-login-user", encodeBase64(toBytes(s.init.login)) + "\r\n");
     case "auth-login-user":
@@ -184,24 +191,27 @@ function onReply(s: SmtpUpstreamState, raw: Uint8Array, rest: Uint8Array): Resul
 export function stepSmtpUpstream(s: SmtpUpstreamState, input: UpstreamInput): Result {
   if (input.kind === "tls-started") {
     if (s.phase !== "tls-wait") throw new Error("tls-started outside upstream STARTTLS");
-    return sayHello({ ...s, buf: EMPTY });
+    return sayHello({ ...s, buf: EMPTY, scanned: 0 });
   }
   if (s.phase === "done" || s.phase === "tls-wait") return { state: s, actions: [] };
-  let state: SmtpUpstreamState = { ...s, buf: concat(s.buf, input.bytes) };
+  const buf = concat(s.buf, input.bytes);
+  // a whole reply, all its lines, must fit proxy_buffer as in nginx
   const limit = s.init.server.config.proxyBuffer;
-  for (;;) {
-    // a whole reply, all its lines, must fit proxy_buffer as in nginx
-    const r = takeLine(state.buf, limit - state.reply.length);
-    if (r.kind === "more") return { state, actions: [] };
-    if (r.kind === "too-long") return fail(state, null, `upstream sent too long response line: "${escapeForLog(fromBytes(state.reply) + r.head)}"`);
-    const reply = concat(state.reply, r.raw);
-    if (r.line.length >= 4 && r.line[3] === "-") {
-      state = { ...state, reply, buf: r.rest };
+  for (let at = s.scanned;;) {
+    const lf = buf.indexOf(LF, at);
+    if (lf < 0 ? buf.length >= limit : lf + 1 > limit) {
+      const head = fromBytes(buf, 0, Math.min(buf.length, lf < 0 ? at + 128 : lf + 1, at + 128));
+      return fail({ ...s, buf: EMPTY }, null, `upstream sent too long response line: "${escapeForLog(head)}"`);
+    }
+    if (lf < 0) return { state: { ...s, buf, scanned: at }, actions: [] };
+    const end = lf > at && buf[lf - 1] === 0x0d ? lf - 1 : lf;
+    if (end - at >= 4 && buf[at + 3] === 0x2d) { // "250-...": more lines follow
+      at = lf + 1;
       continue;
     }
-    const next = onReply({ ...state, reply: EMPTY, buf: EMPTY }, reply, r.rest);
+    const whole = lf + 1 === buf.length;
     // anything the backend sent past its reply, before our next command, is dropped (as nginx
     // empties its buffer after each command); at the end it goes on to the client
-    return next;
+    return onReply({ ...s, buf: EMPTY, scanned: 0 }, whole ? buf : buf.subarray(0, lf + 1), whole ? EMPTY : buf.subarray(lf + 1));
   }
 }
