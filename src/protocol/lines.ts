@@ -11,13 +11,13 @@ export type LineRead =
 export function takeLine(buf: Uint8Array, limit: number): LineRead {
   const lf = buf.indexOf(LF);
   if (lf < 0) {
-    if (buf.length >= limit) return { kind: "too-long", head: fromBytes(buf.subarray(0, 128)) };
+    if (buf.length >= limit) return { kind: "too-long", head: fromBytes(buf, 0, 128) };
     return { kind: "more", buf };
   }
-  if (lf + 1 > limit) return { kind: "too-long", head: fromBytes(buf.subarray(0, 128)) };
+  if (lf + 1 > limit) return { kind: "too-long", head: fromBytes(buf, 0, 128) };
   const end = lf > 0 && buf[lf - 1] === 0x0d ? lf - 1 : lf;
   if (lf + 1 === buf.length) return { kind: "line", line: fromBytes(buf).slice(0, end), raw: buf, rest: EMPTY }; // one whole line: the usual reply
-  return { kind: "line", line: fromBytes(buf.subarray(0, end)), raw: buf.subarray(0, lf + 1), rest: buf.subarray(lf + 1) };
+  return { kind: "line", line: fromBytes(buf, 0, end), raw: buf.subarray(0, lf + 1), rest: buf.subarray(lf + 1) };
 }
 
 export function appendBytes(a: Uint8Array, b: Uint8Array): Uint8Array {

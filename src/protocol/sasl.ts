@@ -14,7 +14,7 @@ export function decodeSaslPlain(b64: string): SaslResult<{ login: string; passwo
   if (first < 0) return { ok: false, why: "client sent invalid login in AUTH PLAIN command" };
   const second = raw.indexOf(0, first + 1);
   if (second < 0) return { ok: false, why: "client sent invalid password in AUTH PLAIN command" };
-  return { ok: true, value: { login: fromBytes(raw.subarray(first + 1, second)), password: fromBytes(raw.subarray(second + 1)) } };
+  return { ok: true, value: { login: fromBytes(raw, first + 1, second), password: fromBytes(raw, second + 1) } };
 }
 
 /** One base64 step of LOGIN (user name or password). */

@@ -47,7 +47,7 @@ export function parseImapCommand(b: Uint8Array, maxBytes: number): ImapFrame {
   }
   if (p >= b.length) return { kind: "incomplete", syncLiterals: 0, literalTooLong: false, tag: "" };
   if (p === 0) return invalid(b, p, "", 0);
-  const tag = fromBytes(b.subarray(0, p + 1));
+  const tag = fromBytes(b, 0, p + 1);
   p++;
   while (p < b.length && b[p] === 0x20) p++;
   if (p >= b.length) return { kind: "incomplete", syncLiterals: 0, literalTooLong: false, tag };
@@ -58,7 +58,7 @@ export function parseImapCommand(b: Uint8Array, maxBytes: number): ImapFrame {
     p++;
   }
   if (p >= b.length) return { kind: "incomplete", syncLiterals: 0, literalTooLong: false, tag };
-  const name = fromBytes(b.subarray(cmdStart, p)).toUpperCase();
+  const name = fromBytes(b, cmdStart, p).toUpperCase();
   if (!COMMANDS.has(name)) return invalid(b, p, tag, 0);
   if (name === "ID") return parseIdArguments(b, p, tag, maxBytes);
 
@@ -129,7 +129,7 @@ export function parseImapCommand(b: Uint8Array, maxBytes: number): ImapFrame {
       if (p + n > maxBytes) return { kind: "incomplete", syncLiterals, literalTooLong: true, tag };
       if (sync) syncLiterals++;
       if (p + n >= b.length) return { kind: "incomplete", syncLiterals, literalTooLong: false, tag };
-      args.push(fromBytes(b.subarray(p, p + n)));
+      args.push(fromBytes(b, p, p + n));
       p += n;
       if (b[p] !== 0x20 && b[p] !== CR && b[p] !== LF) return invalid(b, p, tag, syncLiterals);
     } else {
@@ -137,7 +137,7 @@ export function parseImapCommand(b: Uint8Array, maxBytes: number): ImapFrame {
       const start = p;
       while (p < b.length && b[p] !== 0x20 && b[p] !== CR && b[p] !== LF) p++;
       if (p >= b.length) return { kind: "incomplete", syncLiterals, literalTooLong: false, tag };
-      args.push(fromBytes(b.subarray(start, p)));
+      args.push(fromBytes(b, start, p));
     }
   }
 }
@@ -171,7 +171,7 @@ function parseIdArguments(b: Uint8Array, p: number, tag: string, maxBytes: numbe
     if (c === 0x7b) {
       const close = b.indexOf(0x7d, p);
       if (close < 0) break;
-      const spec = fromBytes(b.subarray(p + 1, close));
+      const spec = fromBytes(b, p + 1, close);
       const m = /^(\d+)(\+?)$/.exec(spec);
       if (!m) return invalid(b, p, tag, syncLiterals);
       let q = close + 1;
@@ -199,5 +199,5 @@ export function parseImapContinuation(b: Uint8Array): { readonly arg: string; re
   if (stop > 0 && b[stop - 1] === CR) stop--;
   let sp = b.indexOf(0x20);
   if (sp < 0 || sp > stop) sp = stop;
-  return { arg: fromBytes(b.subarray(0, sp)), end: lf + 1 };
+  return { arg: fromBytes(b, 0, sp), end: lf + 1 };
 }

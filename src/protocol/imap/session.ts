@@ -217,7 +217,7 @@ function drain(s: ImapState): Step<ImapState> {
       end = line.end;
       handled = onSasl(state, state.phase as SaslPhase, line.arg);
     }
-    const rest = state.buf.subarray(end);
+    const rest = end === state.buf.length ? EMPTY : state.buf.subarray(end);
     const keep = handled.state.phase === "tls-wait" ? EMPTY : rest;
     state = { ...handled.state, buf: keep, syncLiterals: 0 };
     actions.push(...handled.actions);

@@ -62,7 +62,7 @@ function readArguments(
       case "argument":
         if (ch === SP && keepSpaces) break;
         if (ch === SP || ch === CR || ch === LF) {
-          args.push(fromBytes(b.subarray(argStart, p)));
+          args.push(fromBytes(b, argStart, p));
           if (ch === LF) return { args, end: p + 1 };
           state = ch === SP ? "spaces" : "almost-done";
         }
@@ -83,7 +83,7 @@ export function parsePop3Command(b: Uint8Array): Pop3Frame {
     p++;
   }
   if (p >= b.length) return INCOMPLETE;
-  const name = fromBytes(b.subarray(0, p)).toUpperCase();
+  const name = fromBytes(b, 0, p).toUpperCase();
   if (!COMMANDS.has(name)) return invalid(b, p);
   const ch = b[p];
   if (ch === LF) return { kind: "command", name: name as Pop3CommandName, args: [], end: p + 1 };

@@ -245,7 +245,7 @@ function drain(s: Pop3State): Step<Pop3State> {
     if (f.kind === "invalid") handled = badCommand(state, "client sent invalid command");
     else if (f.kind === "command") handled = onCommand(state, f.name, f.args);
     else handled = onSasl(state, state.phase as SaslPhase, f.args[0]);
-    const rest = state.buf.subarray(f.end);
+    const rest = f.end === state.buf.length ? EMPTY : state.buf.subarray(f.end);
     state = { ...handled.state, buf: handled.state.phase === "tls-wait" ? EMPTY : rest };
     actions.push(...handled.actions);
     if (handled.stop) break;

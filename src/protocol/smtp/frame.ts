@@ -40,7 +40,7 @@ function splitArguments(b: Uint8Array, from: number, lf: number, inArgument: boo
     if (c === CR) return null; // a bare CR inside the line
     if (argStart >= 0) {
       if (c === 0x20) {
-        args.push(fromBytes(b.subarray(argStart, p)));
+        args.push(fromBytes(b, argStart, p));
         lastEnd = p;
         argStart = -1;
       }
@@ -51,7 +51,7 @@ function splitArguments(b: Uint8Array, from: number, lf: number, inArgument: boo
     argStart = p;
   }
   if (argStart >= 0) {
-    args.push(fromBytes(b.subarray(argStart, p)));
+    args.push(fromBytes(b, argStart, p));
     lastEnd = p;
   }
   return { args, lastEnd };
@@ -68,12 +68,12 @@ export function parseSmtpCommand(b: Uint8Array): SmtpFrame {
     if (!isAlpha(b[p])) return { kind: "invalid", end };
     p++;
   }
-  const verb = fromBytes(b.subarray(0, p)).toUpperCase();
+  const verb = fromBytes(b, 0, p).toUpperCase();
   if (!VERBS.has(verb)) return { kind: "invalid", end };
   const split = splitArguments(b, p, lf, false);
   if (!split) return { kind: "invalid", end };
   const textEnd = split.args.length > 0 ? split.lastEnd : p;
-  return { kind: "command", verb: verb as SmtpVerb, args: split.args, text: fromBytes(b.subarray(0, textEnd)), end };
+  return { kind: "command", verb: verb as SmtpVerb, args: split.args, text: fromBytes(b, 0, textEnd), end };
 }
 
 /** Reads one AUTH continuation line (nginx parses it starting inside an argument). */

@@ -269,7 +269,7 @@ function drain(s: SmtpState): Step<SmtpState> {
     if (f.kind === "invalid") handled = invalidCommand(state, "client sent invalid command");
     else if (f.kind === "command") handled = onCommand(state, f.verb, f.args, f.text);
     else handled = onSasl(state, state.phase as SaslPhase, f.args[0] ?? "");
-    const rest = state.buf.subarray(f.end);
+    const rest = f.end === state.buf.length ? EMPTY : state.buf.subarray(f.end);
     state = { ...handled.state, buf: handled.state.phase === "tls-wait" ? EMPTY : rest };
     actions.push(...handled.actions);
     if (handled.stop) break;
