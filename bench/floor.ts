@@ -10,7 +10,17 @@
 //                                                                # temp dir: start them, then this,
 // then the load generator from that temp dir: `loadgen login --proto imap --port LISTEN_PORT
 // --conc 50 --duration 4`, pinned as run.mjs pins them, and read the process's utime/stime.
-const [listenPort, authPort] = process.argv.slice(2).map(Number);
+//
+//   bun bench/floor.ts LISTEN_PORT AUTH_PORT platform
+//
+// runs the same login on Postern's Bun platform layer instead (platform/bun.ts: Conn objects,
+// a promise per read, connect with its timeout, the relay with its idle timer and byte counts),
+// still with this file's auth request and no parsing: what the platform layer costs over the floor.
+import { bunPlatform } from "../platform/bun.ts";
+import type { Conn } from "../src/platform.ts";
+
+const [listenPort, authPort] = process.argv.slice(2, 4).map(Number);
+const onPlatform = process.argv[4] === "platform";
 const enc = new TextEncoder();
 const dec = new TextDecoder("latin1");
 
@@ -48,8 +58,27 @@ function ask(user: string, pass: string, cb: (host: string, port: number) => voi
   });
 }
 
+/** The same login as below, written against the platform's Conn: awaits instead of callbacks. */
+async function platformSession(c: Conn): Promise<void> {
+  const P = bunPlatform;
+  await c.write(enc.encode("* OK IMAP4 ready\r\n"));
+  const d = await c.read();
+  const [tag, , user, pass] = d === null ? [] : dec.decode(d).split("\r\n")[0].split(" ");
+  if (pass === undefined) return c.close();
+  const [host, port] = await new Promise<[string, number]>((r) => ask(user, pass, (h, p) => r([h, p])));
+  const u = await P.connect({ host, port }, 60_000);
+  await u.read();
+  for (const line of [`a LOGIN {${user.length}}\r\n`, `${user} {${pass.length}}\r\n`, `${pass}\r\n`]) {
+    await u.write(enc.encode(line));
+    await u.read();
+  }
+  await c.write(enc.encode(`${tag} OK Logged in\r\n`));
+  P.relay(c, u, { bufferSize: 4096, idleTimeoutMs: 86_400_000 });
+}
+
 type S = { client: any; up?: any; state: number; buf: string; user: string; pass: string; tag: string; relaying: boolean };
-Bun.listen<S>({
+if (onPlatform) await bunPlatform.listen({ host: "127.0.0.1", port: listenPort }, (c) => void platformSession(c));
+else Bun.listen<S>({
   hostname: "127.0.0.1", port: listenPort, allowHalfOpen: true,
   socket: {
     open(s) {
@@ -89,4 +118,4 @@ Bun.listen<S>({
     close(s) { s.data.up?.end(); },
   },
 });
-console.error(`floor proxy on ${listenPort}`);
+console.error(`floor proxy${onPlatform ? " on the platform layer" : ""} on ${listenPort}`);
