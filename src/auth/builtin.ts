@@ -3,7 +3,7 @@
 
 import type { AuthConfig, AuthUser } from "../config/types.ts";
 import { hmacMd5, md5 } from "../util/md5.ts";
-import { equalBytes, toBytes, toHex, utf8 } from "../util/bytes.ts";
+import { equalBytes, fromBytes, toBytes, toHex, utf8 } from "../util/bytes.ts";
 import { type ParsedHash, parsePasswordHash, type Scrypt, verifyPassword } from "./password.ts";
 import type { AuthQuery, AuthReply, AuthService } from "./types.ts";
 
@@ -72,10 +72,14 @@ export function createBuiltinAuth(
 
   // a user with no backend for this protocol fails like a wrong password (checked after the
   // password, so that the answer does not tell which protocols a name may use)
-  const accept = (e: Entry, q: AuthQuery, pass: string | undefined): AuthReply => {
+  // `configPass`: a password from the config (for the backend login), or undefined for the one
+  // the client sent. Config text goes out as its UTF-8 bytes, one char per byte like every
+  // auth reply (an auth_http header), so that "ł" reaches the backend as c5 82.
+  const accept = (e: Entry, q: AuthQuery, configPass: string | undefined): AuthReply => {
     const to = e.user.backends[q.protocol];
     if (!to) return fail(q);
-    return { status: "OK", server: to.host, port: String(to.port), user: e.user.backendUser, pass: e.user.backendPassword ?? pass };
+    const pass = e.user.backendPassword ?? configPass;
+    return { status: "OK", server: to.host, port: String(to.port), user: utf8Bytes(e.user.backendUser), pass: utf8Bytes(pass) };
   };
 
   return {
@@ -119,6 +123,11 @@ export function createBuiltinAuth(
       }
     },
   };
+}
+
+/** Config text as the latin1 string of its UTF-8 bytes (what the protocol machines send). */
+function utf8Bytes(text: string | undefined): string | undefined {
+  return text === undefined ? undefined : fromBytes(utf8(text));
 }
 
 /** Client bytes arrive as latin1 chars; user names in the config are UTF-8 text. */

@@ -59,6 +59,11 @@ auth:
     - user: ${UTF8_USER}
       password: "${UTF8_PASS}"
       backend: 127.0.0.1:${dovecot.imapPort}
+    - user: utf8-relay
+      password: relay-pass
+      backend: 127.0.0.1:${dovecot.imapPort}
+      backend_user: ${UTF8_USER}
+      backend_password: "${UTF8_PASS}"
     - user: plain-user
       password: plain-pass
       backend: 127.0.0.1:${dovecot.imapPort}
@@ -181,7 +186,7 @@ m.logout()
     assert.equal(auth.connections() - conns, 1, "both requests went over one keep-alive connection");
   });
 
-  test(`${target}: a UTF-8 password with bytes 0x80-0x9f logs in to Dovecot byte for byte, through auth_http and the built-in auth`, async () => {
+  test(`${target}: a UTF-8 password with bytes 0x80-0x9f logs in to Dovecot byte for byte, through auth_http and the built-in auth, and as a backend_password`, async () => {
     auth.setHandler(authOk("127.0.0.1", dovecot.imapPort));
     const pw = Buffer.from(UTF8_PASS, "utf8");
     for (const port of [p.http, p.builtin]) {
@@ -198,6 +203,15 @@ m.logout()
     }
     // nginx's escaping: every byte from 0x7f up as %XX, the bytes of the UTF-8 text
     assert.equal(auth.requests.at(-1)!.header("Auth-Pass"), "za%C5%BC%C3%B3%C5%82%C4%87-%E2%82%AC");
+    // and a backend_password from the config reaches Dovecot as its UTF-8 bytes
+    const c = await connectClient(p.builtin);
+    await c.expect(/ready\r\n/);
+    c.send("u3 LOGIN utf8-relay relay-pass\r\n");
+    assert.match(await c.expect(/u3 (OK|NO|BAD) .*\r\n/, 10_000), /u3 OK /);
+    c.send("u4 LOGOUT\r\n");
+    await c.expect(/u4 OK/);
+    c.end();
+    await within(c.closed, 5000, "close after LOGOUT");
   });
 
   test(`${target}: the backend gets LOGIN with literals exactly as nginx sends it, then bytes flow both ways`, async () => {

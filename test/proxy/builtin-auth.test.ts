@@ -76,6 +76,27 @@ test("the built-in service checks CRAM-MD5 and APOP digests against a plain pass
   assert.equal((await s.ask(q({ method: "cram-md5", user: "alice", pass: cram, salt }))).status, "Invalid login or password");
 });
 
+test("backend user and password from the config go to the backend as their UTF-8 bytes, one char per byte", async () => {
+  const s = await service({
+    users: [
+      { user: "zofia", password: "zażółć", backends: { imap: { host: "127.0.0.1", port: 143 } }, backendUser: "zofia@łódź.example", backendPassword: "hasło-€" },
+      { user: "jan", password: "ćma", backends: { imap: { host: "127.0.0.1", port: 143 } } },
+    ],
+  });
+  const latin1 = (text: string) => String.fromCharCode(...new TextEncoder().encode(text));
+  const r = await s.ask(q({ user: "zofia", pass: latin1("zażółć") }));
+  assert.equal(r.status, "OK");
+  assert.equal(r.user, latin1("zofia@łódź.example"));
+  assert.equal(r.pass, latin1("hasło-€"));
+  assert.deepEqual(toBytes(r.pass!), new TextEncoder().encode("hasło-€"));
+  // CRAM-MD5 logs in to the backend with the config's plain password: its UTF-8 bytes too
+  const salt = "<1.2@mail.test>";
+  const cram = toHex(hmacMd5(new TextEncoder().encode("ćma"), toBytes(salt)));
+  const c = await s.ask(q({ method: "cram-md5", user: "jan", pass: cram, salt }));
+  assert.equal(c.status, "OK");
+  assert.deepEqual(toBytes(c.pass!), new TextEncoder().encode("ćma"));
+});
+
 test("/auth on the HTTP endpoint answers nginx's auth_http request with the built-in users", async () => {
   const app = createHttpApp({ version: "test", metrics: createMetrics(0), auth: await service(), now: () => 1000 });
   const ok = await app.request("/auth", { headers: { "Auth-Method": "plain", "Auth-User": "alice", "Auth-Pass": "s3cret", "Auth-Protocol": "imap", "Auth-Login-Attempt": "1", "Client-IP": "1.2.3.4" } });
