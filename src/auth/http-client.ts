@@ -3,7 +3,7 @@
 // the status code is ignored and only the headers count. https:// URLs go through fetch.
 
 import type { Address, Conn } from "../platform.ts";
-import { concat, EMPTY, fromBytes, toBytes } from "../util/bytes.ts";
+import { concat, EMPTY, fromBytes, toBytes, utf8 } from "../util/bytes.ts";
 import { authRequestHeaders } from "./protocol.ts";
 import type { AuthQuery, AuthReply, AuthService } from "./types.ts";
 
@@ -84,6 +84,8 @@ export function createHttpAuth(
   io: { fetch: Fetch; connect: Connect },
 ): AuthService {
   const u = new URL(url);
+  // auth_http_header values are config text: sent as their UTF-8 bytes, as nginx sends its config's
+  headers = Object.fromEntries(Object.entries(headers).map(([k, v]) => [k, fromBytes(utf8(v))]));
   if (u.protocol !== "http:") return createFetchAuth(url, headers, timeoutMs, io.fetch);
   const to = { host: u.hostname.replace(/^\[|\]$/g, ""), port: Number(u.port || 80) };
   const head = `GET ${u.pathname}${u.search} HTTP/1.1\r\nHost: ${u.host}\r\n`;

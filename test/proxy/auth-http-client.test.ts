@@ -62,6 +62,13 @@ test("the auth_http client sends nginx's headers and reuses one connection for f
   );
 });
 
+test("auth_http_header values from the config are sent as their UTF-8 bytes", async () => {
+  const s = fakeServer(["HTTP/1.1 204 No Content\r\nAuth-Status: OK\r\n\r\n"]);
+  const auth = createHttpAuth("http://127.0.0.1:9000/auth", { "X-Realm": "łódź" }, 1000, { fetch: unused, connect: s.connect });
+  await auth.ask(q);
+  assert.match(s.requests[0], new RegExp("\r\nX-Realm: " + String.fromCharCode(...new TextEncoder().encode("łódź")) + "\r\n"));
+});
+
 test("the auth_http client opens a new connection after Connection: close or an unframed body, and refuses garbage", async () => {
   const s = fakeServer([
     "HTTP/1.1 204 No Content\r\nAuth-Status: OK\r\nConnection: close\r\n\r\n",
