@@ -66,6 +66,8 @@ class SessionTimer {
   at = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #waitingOn: Conn | undefined;
+  #client: Conn | undefined;
+  #what = "";
   #expired = false;
 
   /** The deadline from now on (ms since epoch). */
@@ -77,27 +79,34 @@ class SessionTimer {
 
   /**
    * Resolves as `op` (an operation already started on `c`), or throws Deadline; a failure of the
-   * client's connection `client` becomes ClientGone("what (why)").
+   * client's connection `client` becomes ClientGone("what (why)"). One wait at a time: its
+   * settling is handled by two functions made once per session, not a frame per wait.
    */
-  async wait<T>(c: Conn, op: Promise<T>, client: Conn, what: string): Promise<T> {
+  wait<T>(c: Conn, op: Promise<T>, client: Conn, what: string): Promise<T> {
     const now = Date.now();
     if (now >= this.at) {
       op.catch(() => {});
-      throw new Deadline();
+      return Promise.reject(new Deadline());
     }
     this.#waitingOn = c;
+    this.#client = client;
+    this.#what = what;
     this.#timer ??= setTimeout(this.#fire, this.at - now);
-    try {
-      const v = await op;
-      if (this.#expired) throw new Deadline();
-      return v;
-    } catch (e) {
-      if (this.#expired || e instanceof Deadline) throw new Deadline();
-      throw c === client && !(e instanceof ClientGone) ? new ClientGone(`${what} (${message(e)})`) : e;
-    } finally {
-      this.#waitingOn = undefined;
-    }
+    return op.then(this.#settled, this.#failed) as Promise<T>;
   }
+
+  #settled = (v: unknown): unknown => {
+    this.#waitingOn = undefined;
+    if (this.#expired) throw new Deadline();
+    return v;
+  };
+
+  #failed = (e: unknown): never => {
+    const c = this.#waitingOn;
+    this.#waitingOn = undefined;
+    if (this.#expired || e instanceof Deadline) throw new Deadline();
+    throw c === this.#client && !(e instanceof ClientGone) ? new ClientGone(`${this.#what} (${message(e)})`) : e;
+  };
 
   #fire = (): void => {
     this.#timer = undefined;
@@ -219,11 +228,13 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
   if (info) logger.log("info", `client ${client.remote.host}:${client.remote.port} connected to ${ctx.server}`, { ...ctx, bare: true });
 
   const timer = new SessionTimer();
-  const write = (c: Conn, text: string | Uint8Array): Promise<void> => {
+  /** undefined when the socket took it all at once (nothing to await), else the bounded wait */
+  const send = (c: Conn, text: string | Uint8Array): Promise<void> | undefined => {
     const bytes = typeof text === "string" ? toBytes(text) : text;
     const pending = c.writeNow !== undefined ? c.writeNow(bytes) : c.write(bytes);
-    return pending === undefined ? WRITTEN : timer.wait(c, pending, live.conn, "send() failed");
+    return pending === undefined ? undefined : timer.wait(c, pending, live.conn, "send() failed");
   };
+  const write = (c: Conn, text: string | Uint8Array): Promise<void> => send(c, text) ?? WRITTEN;
   /** A last word to the client after a failure: bounded by `ms` of its own, errors ignored. */
   const lastWord = (text: string, ms: number): Promise<void> => {
     timer.until(Date.now() + ms);
@@ -295,9 +306,11 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
       let end = false;
       for (const a of actions) {
         switch (a.kind) {
-          case "reply":
-            await write(live.conn, a.text);
+          case "reply": {
+            const w = send(live.conn, a.text);
+            if (w !== undefined) await w;
             break;
+          }
           case "log":
             logger.log(a.level, a.message, ctx);
             break;
@@ -586,9 +599,11 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
       let next: UpstreamInput | undefined;
       for (const ua of uactions) {
         switch (ua.kind) {
-          case "send":
-            await write(live.upstream, ua.text);
+          case "send": {
+            const w = send(live.upstream, ua.text);
+            if (w !== undefined) await w;
             break;
+          }
           case "start-tls":
             if (!rs.tlsUpstream) throw new Error("upstream STARTTLS without a TLS client context");
             try {
@@ -607,8 +622,9 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
             logger.log(cfg.proxyPassErrorMessage ? "info" : "error", ua.log, ctx);
             await write(live.conn, ua.toClient).catch(() => {});
             return;
-          case "done":
-            await write(live.conn, ua.toClient);
+          case "done": {
+            const w = send(live.conn, ua.toClient);
+            if (w !== undefined) await w;
             if (ua.leftover.length) await write(live.conn, ua.leftover);
             if (a.leftover.length) await write(live.upstream, a.leftover);
             ctx.action = undefined;
@@ -616,6 +632,7 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
             logger.log("info", "client logged in", ctx);
             startRelay(live.upstream);
             return;
+          }
         }
       }
       if (!next) {
