@@ -4,7 +4,7 @@
 
 import type { Address, Conn } from "../platform.ts";
 import { concat, EMPTY, fromBytes, toBytes, utf8 } from "../util/bytes.ts";
-import { authRequestHeaders } from "./protocol.ts";
+import { authRequestHeaders, authRequestText } from "./protocol.ts";
 import type { AuthQuery, AuthReply, AuthService } from "./types.ts";
 
 export type Fetch = (url: string, init: RequestInit) => Promise<Response>;
@@ -39,6 +39,21 @@ interface ReplyHead {
   transferEncoding: string;
 }
 
+const REPLY_FIELDS = [
+  "auth-status", "auth-server", "auth-port", "auth-user", "auth-pass", "auth-wait", "auth-error-code",
+  "connection", "content-length", "transfer-encoding",
+] as const;
+
+/** Whether text[at, end) is `lower` in any case (no string made for the name). */
+function nameIs(text: string, at: number, end: number, lower: string): boolean {
+  if (end - at !== lower.length) return false;
+  for (let i = 0; i < lower.length; i++) {
+    const c = text.charCodeAt(at + i);
+    if ((c >= 0x41 && c <= 0x5a ? c | 0x20 : c) !== lower.charCodeAt(i)) return false;
+  }
+  return true;
+}
+
 /**
  * Reads the status line and the header lines of `text` up to `end` (where the empty line
  * starts). Every line must be a header; only the names that matter are lowercased and kept
@@ -60,8 +75,18 @@ function readHead(text: string, end: number): ReplyHead {
     if (colon <= at || colon > eol) throw new AuthHttpError("auth http server sent invalid header in response");
     const c = text.charCodeAt(at) | 0x20; // a, c, t: auth-*, connection, content-length, transfer-encoding
     if (c !== 0x61 && c !== 0x63 && c !== 0x74) continue;
+    let nameEnd = colon;
+    while (nameEnd > at && text.charCodeAt(nameEnd - 1) === 0x20) nameEnd--;
+    let field: typeof REPLY_FIELDS[number] | undefined;
+    for (const f of REPLY_FIELDS) {
+      if (nameIs(text, at, nameEnd, f)) {
+        field = f;
+        break;
+      }
+    }
+    if (field === undefined) continue;
     const value = text.slice(colon + 1, eol).trim();
-    switch (text.slice(at, colon).trim().toLowerCase()) {
+    switch (field) {
       case "auth-status": reply.status = value; break;
       case "auth-server": reply.server = value; break;
       case "auth-port": reply.port = value; break;
@@ -140,9 +165,7 @@ export function createHttpAuth(
 
   return {
     async ask(q: AuthQuery): Promise<AuthReply> {
-      let text = head;
-      for (const [k, v] of authRequestHeaders(q, headers)) text += `${k}: ${v}\r\n`;
-      const request = toBytes(text + "\r\n");
+      const request = toBytes(`${head}${authRequestText(q, headers)}\r\n`);
       const deadline = Date.now() + timeoutMs;
       let current: Conn | undefined;
       let timedOut = false;
