@@ -37,19 +37,12 @@ const CP1252_BYTE: ReadonlyMap<string, string> = (() => {
   return m;
 })();
 
-const SHORT_DECODE = 24; // tags, verbs, user names: char by char costs less than a view and a decoder call
-
 /**
  * One char per byte, so that every byte survives a round trip through a string; `start` and
  * `end` (as for subarray) decode part of `bytes`.
  */
 export function fromBytes(bytes: Uint8Array, start = 0, end = bytes.length): string {
   if (end > bytes.length) end = bytes.length;
-  if (end - start <= SHORT_DECODE) {
-    let s = "";
-    for (let i = start; i < end; i++) s += String.fromCharCode(bytes[i]);
-    return s;
-  }
   const s = latin1.decode(start === 0 && end === bytes.length ? bytes : bytes.subarray(start, end));
   return NOT_LATIN1.test(s) ? s.replace(NOT_LATIN1_ALL, (c) => CP1252_BYTE.get(c) ?? c) : s;
 }
