@@ -207,184 +207,220 @@ class Session implements LiveSession, RelayListener {
  * returned promise settles when the session has ended or its relay has started (Session.relayed
  * takes it from there).
  */
-export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDeps): Promise<void> {
-  const { logger, metrics, platform } = deps;
-  const cfg: ServerConfig = rs.compiled.config;
-  const m = rs.machine;
-  const ctx: SessionLogContext = {
-    sid: deps.nextSid(),
-    proto: m.name,
-    client: client.remote.host,
-    server: `${client.local.host}:${client.local.port}`,
-  };
-  // live.conn and live.upstream are the connections of the moment (TLS replaces them); a shutdown
-  // and the relay's end use them too
-  const live = new Session(ctx, client, deps);
-  let relaying = false;
-  deps.sessions.add(live);
-  metrics.connections++;
-  metrics.active++;
-  const info = logger.enabled("info"); // the per-session lines below are built only when they are written
-  if (info) logger.log("info", `client ${client.remote.host}:${client.remote.port} connected to ${ctx.server}`, { ...ctx, bare: true });
+export function runSession(client: Conn, rs: RuntimeServer, deps: DriverDeps): Promise<void> {
+  return new Login(client, rs, deps).run();
+}
 
-  const timer = new SessionTimer();
+/**
+ * One client connection up to the relay: PROXY header, TLS, login, auth, backend login. Its
+ * state is fields and its steps are methods: a session makes one object for them, not a closure
+ * per step.
+ */
+class Login {
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly platform: Platform;
+  readonly cfg: ServerConfig;
+  // deno-lint-ignore no-explicit-any
+  readonly m: ProtocolMachine<any, any>;
+  readonly ctx: SessionLogContext;
+  /** live.conn and live.upstream are the connections of the moment (TLS replaces them); a
+   *  shutdown and the relay's end use them too. */
+  readonly live: Session;
+  readonly timer = new SessionTimer();
+  relaying = false;
+  clientHost = "[UNAVAILABLE]"; // nginx's value when there is no resolver
+  /** A read started while waiting for something else (smtp_greeting_delay), taken over, not repeated. */
+  pendingRead: Promise<Uint8Array | null> | undefined;
+  /** The client's port from a trusted PROXY header; otherwise asked of the socket only when wanted. */
+  realPort: number | undefined;
+  proxyHeader: ProxyHeader | undefined;
+
+  constructor(readonly client: Conn, readonly rs: RuntimeServer, readonly deps: DriverDeps) {
+    this.logger = deps.logger;
+    this.metrics = deps.metrics;
+    this.platform = deps.platform;
+    this.cfg = rs.compiled.config;
+    this.m = rs.machine;
+    this.ctx = {
+      sid: deps.nextSid(),
+      proto: this.m.name,
+      client: client.remote.host,
+      server: `${client.local.host}:${client.local.port}`,
+    };
+    this.live = new Session(this.ctx, client, deps);
+  }
+
   /** undefined when the socket took it all at once (nothing to await), else the bounded wait */
-  const send = (c: Conn, text: string | Uint8Array): Promise<void> | undefined => {
+  send(c: Conn, text: string | Uint8Array): Promise<void> | undefined {
     const bytes = typeof text === "string" ? toBytes(text) : text;
     const pending = c.writeNow !== undefined ? c.writeNow(bytes) : c.write(bytes);
-    return pending === undefined ? undefined : timer.wait(c, pending, live.conn, "send() failed");
-  };
-  const write = (c: Conn, text: string | Uint8Array): Promise<void> => send(c, text) ?? WRITTEN;
+    return pending === undefined ? undefined : this.timer.wait(c, pending, this.live.conn, "send() failed");
+  }
+
+  write(c: Conn, text: string | Uint8Array): Promise<void> {
+    return this.send(c, text) ?? WRITTEN;
+  }
+
   /** A last word to the client after a failure: bounded by `ms` of its own, errors ignored. */
-  const lastWord = (text: string, ms: number): Promise<void> => {
-    timer.until(Date.now() + ms);
-    return write(live.conn, text).catch(() => {});
-  };
+  lastWord(text: string, ms: number): Promise<void> {
+    this.timer.until(Date.now() + ms);
+    return this.write(this.live.conn, text).catch(() => {});
+  }
 
-  let clientHost = "[UNAVAILABLE]"; // nginx's value when there is no resolver
-  // a read started while waiting for something else (smtp_greeting_delay) is taken over, not repeated
-  let pendingRead: Promise<Uint8Array | null> | undefined;
-  const readClient = () => {
-    const r = pendingRead ?? live.conn.read();
-    pendingRead = undefined;
+  readClient(): Promise<Uint8Array | null> {
+    const r = this.pendingRead ?? this.live.conn.read();
+    this.pendingRead = undefined;
     return r;
-  };
+  }
 
-  // the client's port from a trusted PROXY header; otherwise asked of the socket only when wanted
-  let realPort: number | undefined;
-  const clientPort = (): number => realPort ?? live.conn.remote.port;
-  let proxyHeader: ProxyHeader | undefined;
+  clientPort(): number {
+    return this.realPort ?? this.live.conn.remote.port;
+  }
 
-  try {
-    timer.until(Date.now() + cfg.timeout);
-    if (rs.listen.proxyProtocol) {
-      ctx.action = "reading PROXY protocol";
-      const got = await readProxy();
-      if (!got) return;
-      proxyHeader = got.header;
-      // nginx's realip: only a peer in set_real_ip_from is believed; the Proxy-Protocol-* auth
-      // headers go out either way
-      if (proxyHeader.srcAddr && addressTrusted(client.remote.host, cfg.setRealIpFrom)) {
-        ctx.client = canonicalAddress(proxyHeader.srcAddr);
-        realPort = proxyHeader.srcPort;
-        logger.log("info", `client ${client.remote.host}:${client.remote.port} is ${ctx.client}:${clientPort()} by PROXY protocol`, { ...ctx, bare: true });
+  /**
+   * Runs the session; the promise settles when it has ended or its relay has started
+   * (Session.relayed takes it from there).
+   */
+  async run(): Promise<void> {
+    const { logger, metrics, ctx, client, cfg, m, live, rs, timer } = this;
+    this.deps.sessions.add(live);
+    metrics.connections++;
+    metrics.active++;
+    // the per-session lines are built only when they are written
+    if (logger.enabled("info")) logger.log("info", `client ${client.remote.host}:${client.remote.port} connected to ${ctx.server}`, { ...ctx, bare: true });
+
+    try {
+      timer.until(Date.now() + cfg.timeout);
+      if (rs.listen.proxyProtocol) {
+        ctx.action = "reading PROXY protocol";
+        const got = await this.readProxy();
+        if (!got) return;
+        this.proxyHeader = got.header;
+        // nginx's realip: only a peer in set_real_ip_from is believed; the Proxy-Protocol-* auth
+        // headers go out either way
+        if (this.proxyHeader.srcAddr && addressTrusted(client.remote.host, cfg.setRealIpFrom)) {
+          ctx.client = canonicalAddress(this.proxyHeader.srcAddr);
+          this.realPort = this.proxyHeader.srcPort;
+          logger.log("info", `client ${client.remote.host}:${client.remote.port} is ${ctx.client}:${this.clientPort()} by PROXY protocol`, { ...ctx, bare: true });
+        }
+        if (rs.listen.ssl) {
+          // "listen ... ssl proxy_protocol": the header came in clear, TLS starts after it
+          if (!rs.tlsServer) throw new Error("ssl listen without a TLS server context");
+          ctx.action = "SSL handshaking";
+          live.conn = await this.handshake(live.conn.startTls(rs.tlsServer, got.rest));
+        } else if (got.rest.length) {
+          this.pendingRead = Promise.resolve(got.rest);
+        }
       }
-      if (rs.listen.ssl) {
-        // "listen ... ssl proxy_protocol": the header came in clear, TLS starts after it
+      if (rs.listen.ssl && !rs.listen.proxyProtocol) {
+        // implicit TLS: the listener hands over the TCP connection and the session starts TLS with
+        // the server's current certificates, bounded by `timeout`, as nginx's ngx_mail_ssl_init_connection
         if (!rs.tlsServer) throw new Error("ssl listen without a TLS server context");
         ctx.action = "SSL handshaking";
-        live.conn = await handshake(live.conn.startTls(rs.tlsServer, got.rest));
-      } else if (got.rest.length) {
-        pendingRead = Promise.resolve(got.rest);
+        live.conn = await this.handshake(live.conn.startTls(rs.tlsServer, EMPTY));
       }
-    }
-    if (rs.listen.ssl && !rs.listen.proxyProtocol) {
-      // implicit TLS: the listener hands over the TCP connection and the session starts TLS with
-      // the server's current certificates, bounded by `timeout`, as nginx's ngx_mail_ssl_init_connection
-      if (!rs.tlsServer) throw new Error("ssl listen without a TLS server context");
-      ctx.action = "SSL handshaking";
-      live.conn = await handshake(live.conn.startTls(rs.tlsServer, EMPTY));
-    }
-    if (rs.listen.ssl && !(await certAccepted())) return;
-    if (m.resolvesClient && cfg.resolver.addresses.length > 0) {
-      ctx.action = "in resolving client address";
-      clientHost = await resolveClient(ctx.client);
-    }
-    ctx.action = "in auth state";
-    let step = m.start({
-      server: rs.compiled,
-      tls: rs.listen.ssl,
-      nowSec: Math.floor(Date.now() / 1000),
-      random: Math.floor(Math.random() * 2 ** 32),
-      clientAddr: ctx.client,
-      clientHost,
-    });
-    let state = step.state;
-    let actions: Action[] = step.actions;
-    for (;;) {
-      let next: Input | undefined;
-      let end = false;
-      for (const a of actions) {
-        switch (a.kind) {
-          case "reply": {
-            const w = send(live.conn, a.text);
-            if (w !== undefined) await w;
-            break;
-          }
-          case "log":
-            logger.log(a.level, a.message, ctx);
-            break;
-          case "close":
-            end = true;
-            break;
-          case "start-tls":
-            if (!rs.tlsServer) throw new Error("start-tls without a TLS server context");
-            ctx.action = "SSL handshaking";
-            live.conn = await handshake(live.conn.startTls(rs.tlsServer));
-            ctx.action = "in auth state";
-            if (!(await certAccepted())) {
-              end = true;
+      if (rs.listen.ssl && !(await this.certAccepted())) return;
+      if (m.resolvesClient && cfg.resolver.addresses.length > 0) {
+        ctx.action = "in resolving client address";
+        this.clientHost = await this.resolveClient(ctx.client);
+      }
+      ctx.action = "in auth state";
+      let step = m.start({
+        server: rs.compiled,
+        tls: rs.listen.ssl,
+        nowSec: Math.floor(Date.now() / 1000),
+        random: Math.floor(Math.random() * 2 ** 32),
+        clientAddr: ctx.client,
+        clientHost: this.clientHost,
+      });
+      let state = step.state;
+      let actions: Action[] = step.actions;
+      for (;;) {
+        let next: Input | undefined;
+        let end = false;
+        for (const a of actions) {
+          switch (a.kind) {
+            case "reply": {
+              const w = this.send(live.conn, a.text);
+              if (w !== undefined) await w;
               break;
             }
-            timer.until(Date.now() + cfg.timeout);
-            next = { kind: "tls-started" };
-            break;
-          case "ask-auth":
-            next = { kind: "auth-result", outcome: await authenticate(a.credentials) };
-            timer.until(Date.now() + cfg.timeout);
-            ctx.action = "in auth state";
-            break;
-          case "proxy":
-            await proxy(a);
-            end = true;
-            break;
-          case "delay": {
-            ctx.action = "in delay pipelining state";
-            const read = readClient();
-            const early = await timer.wait(live.conn, Promise.race([read, sleep(a.ms).then(() => undefined)]), live.conn, "recv() failed");
-            if (early === undefined) {
-              pendingRead = read;
-              next = { kind: "delay-done" };
+            case "log":
+              logger.log(a.level, a.message, ctx);
+              break;
+            case "close":
+              end = true;
+              break;
+            case "start-tls":
+              if (!rs.tlsServer) throw new Error("start-tls without a TLS server context");
+              ctx.action = "SSL handshaking";
+              live.conn = await this.handshake(live.conn.startTls(rs.tlsServer));
+              ctx.action = "in auth state";
+              if (!(await this.certAccepted())) {
+                end = true;
+                break;
+              }
+              timer.until(Date.now() + cfg.timeout);
+              next = { kind: "tls-started" };
+              break;
+            case "ask-auth":
+              next = { kind: "auth-result", outcome: await this.authenticate(a.credentials) };
               timer.until(Date.now() + cfg.timeout);
               ctx.action = "in auth state";
-            } else {
-              if (early) logger.log("info", `client was rejected before greeting: "${escapeForLog(fromBytes(early.subarray(0, 256)))}"`, ctx);
-              if (early) await write(live.conn, a.earlyReply).catch(() => {});
+              break;
+            case "proxy":
+              await this.proxy(a);
               end = true;
+              break;
+            case "delay": {
+              ctx.action = "in delay pipelining state";
+              const read = this.readClient();
+              const early = await timer.wait(live.conn, Promise.race([read, sleep(a.ms).then(() => undefined)]), live.conn, "recv() failed");
+              if (early === undefined) {
+                this.pendingRead = read;
+                next = { kind: "delay-done" };
+                timer.until(Date.now() + cfg.timeout);
+                ctx.action = "in auth state";
+              } else {
+                if (early) logger.log("info", `client was rejected before greeting: "${escapeForLog(fromBytes(early.subarray(0, 256)))}"`, ctx);
+                if (early) await this.write(live.conn, a.earlyReply).catch(() => {});
+                end = true;
+              }
+              break;
             }
+          }
+          if (end) break;
+        }
+        if (end || live.aborted) break;
+        if (!next) {
+          const bytes = await timer.wait(live.conn, this.readClient(), live.conn, "recv() failed");
+          if (bytes === null) {
+            logger.log("info", "client closed connection", ctx);
             break;
           }
+          next = { kind: "bytes", bytes };
         }
-        if (end) break;
+        step = m.step(state, next);
+        state = step.state;
+        actions = step.actions;
       }
-      if (end || live.aborted) break;
-      if (!next) {
-        const bytes = await timer.wait(live.conn, readClient(), live.conn, "recv() failed");
-        if (bytes === null) {
-          logger.log("info", "client closed connection", ctx);
-          break;
-        }
-        next = { kind: "bytes", bytes };
+    } catch (e) {
+      if (live.aborted) {
+        // already logged by abort()
+      } else if (e instanceof ClientGone) {
+        logger.log("info", e.message, ctx);
+      } else if (e instanceof Deadline) {
+        logger.log("info", live.upstream ? "upstream timed out" : "client timed out", ctx);
+        if (live.upstream) await this.lastWord(m.internalError, 1000);
+      } else {
+        logger.log("error", `session failed: ${message(e)}`, ctx);
+        await this.lastWord(m.internalError, 1000);
       }
-      step = m.step(state, next);
-      state = step.state;
-      actions = step.actions;
+    } finally {
+      timer.stop();
+      if (!this.relaying) live.end();
     }
-  } catch (e) {
-    if (live.aborted) {
-      // already logged by abort()
-    } else if (e instanceof ClientGone) {
-      logger.log("info", e.message, ctx);
-    } else if (e instanceof Deadline) {
-      logger.log("info", live.upstream ? "upstream timed out" : "client timed out", ctx);
-      if (live.upstream) await lastWord(m.internalError, 1000);
-    } else {
-      logger.log("error", `session failed: ${message(e)}`, ctx);
-      await lastWord(m.internalError, 1000);
-    }
-  } finally {
-    timer.stop();
-    if (!relaying) live.end();
   }
 
   /**
@@ -392,32 +428,33 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
    * verification gets the protocol's certificate error ("optional_no_ca" forgives an unknown
    * issuer only), a missing one under "on" the no-certificate error; both close the session.
    */
-  async function certAccepted(): Promise<boolean> {
+  async certAccepted(): Promise<boolean> {
+    const { logger, ctx, cfg, m, live } = this;
     const mode = cfg.sslVerifyClient;
     if (mode === "off") return true;
     const t = live.conn.tlsInfo;
     if (t?.certPem && !t.verified && !(mode === "optional_no_ca" && UNTRUSTED_ISSUER.has(t.verifyError ?? ""))) {
       logger.log("info", `client SSL certificate verify error: (${t.verifyReason ?? t.verifyError ?? "unknown"})`, ctx);
-      await refuse(m.certError);
+      await this.refuse(m.certError);
       return false;
     }
     if (mode === "on" && !t?.certPem) {
       logger.log("info", "client sent no required SSL certificate", ctx);
-      await refuse(m.noCertError);
+      await this.refuse(m.noCertError);
       return false;
     }
     return true;
   }
 
   /** The last words of a session that just finished its handshake: sent, flushed through TLS, then FIN. */
-  async function refuse(text: string): Promise<void> {
-    await lastWord(text, 5000);
-    await before(live.conn.closeWrite(), timer.at).catch(() => {});
+  async refuse(text: string): Promise<void> {
+    await this.lastWord(text, 5000);
+    await before(this.live.conn.closeWrite(), this.timer.at).catch(() => {});
   }
 
   /** A TLS handshake with the client, bounded by the session's deadline. */
-  function handshake(p: Promise<Conn>): Promise<Conn> {
-    return timer.wait(live.conn, before(p, timer.at), live.conn, "SSL handshake failed");
+  handshake(p: Promise<Conn>): Promise<Conn> {
+    return this.timer.wait(this.live.conn, before(p, this.timer.at), this.live.conn, "SSL handshake failed");
   }
 
   /**
@@ -425,7 +462,8 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
    * it is missing, malformed or cut short. Nothing is ever written to the client here: it has not
    * been greeted, and what it sent never reaches the protocol parser. `timeout` bounds the wait.
    */
-  async function readProxy(): Promise<{ header: ProxyHeader; rest: Uint8Array } | null> {
+  async readProxy(): Promise<{ header: ProxyHeader; rest: Uint8Array } | null> {
+    const { logger, ctx, live, timer } = this;
     let buf: Uint8Array = EMPTY;
     for (;;) {
       const chunk = await timer.wait(live.conn, live.conn.read(), live.conn, "recv() failed");
@@ -450,7 +488,8 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
    * resolves back to the client's address. NXDOMAIN or no match gives "[UNAVAILABLE]", a failed
    * or timed-out lookup "[TEMPUNAVAIL]".
    */
-  async function resolveClient(ip: string): Promise<string> {
+  async resolveClient(ip: string): Promise<string> {
+    const { logger, ctx, cfg, platform } = this;
     const servers = cfg.resolver.addresses;
     const until = Date.now() + cfg.resolverTimeout;
     let names: string[];
@@ -485,7 +524,8 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
     return name;
   }
 
-  async function authenticate(c: Credentials): Promise<AuthOutcome> {
+  async authenticate(c: Credentials): Promise<AuthOutcome> {
+    const { logger, metrics, ctx, cfg, m, live, rs } = this;
     ctx.login = c.login;
     ctx.action = "in http auth state";
     const digest = c.method === "cram-md5" || c.method === "apop";
@@ -498,9 +538,9 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
       protocol: m.name,
       loginAttempt: c.loginAttempt,
       clientIp: ctx.client,
-      clientHost: m.resolvesClient ? clientHost : undefined,
-      proxyProtocol: proxyHeader?.srcAddr
-        ? { addr: proxyHeader.srcAddr, port: proxyHeader.srcPort ?? 0, serverAddr: proxyHeader.dstAddr ?? "", serverPort: proxyHeader.dstPort ?? 0 }
+      clientHost: m.resolvesClient ? this.clientHost : undefined,
+      proxyProtocol: this.proxyHeader?.srcAddr
+        ? { addr: this.proxyHeader.srcAddr, port: this.proxyHeader.srcPort ?? 0, serverAddr: this.proxyHeader.dstAddr ?? "", serverPort: this.proxyHeader.dstPort ?? 0 }
         : undefined,
       smtp: c.smtp,
       ssl: tls
@@ -547,7 +587,8 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
     }
   }
 
-  async function proxy(a: Extract<Action, { kind: "proxy" }>): Promise<void> {
+  async proxy(a: Extract<Action, { kind: "proxy" }>): Promise<void> {
+    const { logger, metrics, ctx, cfg, m, live, rs, timer, platform } = this;
     const to = a.to;
     ctx.upstream = to.host.includes(":") ? `[${to.host}]:${to.port}` : `${to.host}:${to.port}`;
     ctx.action = "connecting to upstream";
@@ -558,14 +599,14 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
       // a PROXY header goes first, in clear, so TLS to the backend starts after it
       live.upstream = await platform.connect(to, cfg.timeout);
       if (sendProxy) {
-        const header = writeProxyHeader(cfg.proxyProtocol === "v2" ? 2 : 1, { host: ctx.client, port: clientPort() }, client.local);
-        await write(live.upstream, header);
+        const header = writeProxyHeader(cfg.proxyProtocol === "v2" ? 2 : 1, { host: ctx.client, port: this.clientPort() }, this.client.local);
+        await this.write(live.upstream, header);
       }
     } catch (e) {
       if (e instanceof Deadline) throw e;
       metrics.upstreamErrors++;
       logger.log("error", `connect() to upstream failed: ${message(e)}`, ctx);
-      await write(live.conn, m.internalError).catch(() => {});
+      await this.write(live.conn, m.internalError).catch(() => {});
       return;
     }
     if (implicitTls) {
@@ -575,20 +616,21 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
         live.upstream = await before(live.upstream.startTls(implicitTls), timer.at);
       } catch (e) {
         if (e instanceof Deadline) throw e;
-        await upstreamTlsFailed(e);
+        await this.upstreamTlsFailed(e);
         return;
       }
     }
     ctx.action = "reading response from upstream";
+    const login = this; // for the getter below: the client's port is asked of the socket only if used
     let us = m.upstreamStart({
       server: rs.compiled,
       login: a.login,
       password: a.password,
       clientTag: a.tag,
       clientAddr: ctx.client,
-      clientHost,
+      clientHost: this.clientHost,
       get clientPort() {
-        return clientPort();
+        return login.clientPort();
       },
       starttls: cfg.proxySsl === "starttls",
       smtp: a.smtp,
@@ -600,7 +642,7 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
       for (const ua of uactions) {
         switch (ua.kind) {
           case "send": {
-            const w = send(live.upstream, ua.text);
+            const w = this.send(live.upstream, ua.text);
             if (w !== undefined) await w;
             break;
           }
@@ -612,7 +654,7 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
               ctx.action = "reading response from upstream";
             } catch (e) {
               if (e instanceof Deadline) throw e;
-              await upstreamTlsFailed(e);
+              await this.upstreamTlsFailed(e);
               return;
             }
             next = { kind: "tls-started" };
@@ -620,17 +662,17 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
           case "fail":
             metrics.upstreamErrors++;
             logger.log(cfg.proxyPassErrorMessage ? "info" : "error", ua.log, ctx);
-            await write(live.conn, ua.toClient).catch(() => {});
+            await this.write(live.conn, ua.toClient).catch(() => {});
             return;
           case "done": {
-            const w = send(live.conn, ua.toClient);
+            const w = this.send(live.conn, ua.toClient);
             if (w !== undefined) await w;
-            if (ua.leftover.length) await write(live.conn, ua.leftover);
-            if (a.leftover.length) await write(live.upstream, a.leftover);
+            if (ua.leftover.length) await this.write(live.conn, ua.leftover);
+            if (a.leftover.length) await this.write(live.upstream, a.leftover);
             ctx.action = undefined;
             metrics.loginsOk++;
             logger.log("info", "client logged in", ctx);
-            startRelay(live.upstream);
+            this.startRelay(live.upstream);
             return;
           }
         }
@@ -640,7 +682,7 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
         if (bytes === null) {
           metrics.upstreamErrors++;
           logger.log("error", "upstream prematurely closed connection", ctx);
-          await write(live.conn, m.internalError).catch(() => {});
+          await this.write(live.conn, m.internalError).catch(() => {});
           return;
         }
         next = { kind: "bytes", bytes };
@@ -655,18 +697,19 @@ export async function runSession(client: Conn, rs: RuntimeServer, deps: DriverDe
    * TLS to the backend failed: a backend failure like any other (the protocol's internal error to
    * the client), logged with the reason; a certificate that does not verify says so.
    */
-  async function upstreamTlsFailed(e: unknown): Promise<void> {
+  async upstreamTlsFailed(e: unknown): Promise<void> {
+    const { logger, metrics, ctx, m, live } = this;
     metrics.upstreamErrors++;
     if (e instanceof TlsVerifyError) logger.log("error", `upstream SSL certificate verify error: (${e.message})`, ctx);
     else logger.log("error", `SSL_do_handshake() to upstream failed (${message(e)})`, ctx);
     live.upstream?.close();
-    await lastWord(m.internalError, 5000);
+    await this.lastWord(m.internalError, 5000);
   }
 
-  function startRelay(up: Conn): void {
-    ctx.action = "proxying";
-    timer.stop(); // the relay has its own idle timer (proxy_timeout)
-    relaying = true;
-    live.relayed(platform.relay(live.conn, up, { bufferSize: cfg.proxyBuffer, idleTimeoutMs: cfg.proxyTimeout, listener: live }));
+  startRelay(up: Conn): void {
+    this.ctx.action = "proxying";
+    this.timer.stop(); // the relay has its own idle timer (proxy_timeout)
+    this.relaying = true;
+    this.live.relayed(this.platform.relay(this.live.conn, up, { bufferSize: this.cfg.proxyBuffer, idleTimeoutMs: this.cfg.proxyTimeout, listener: this.live }));
   }
 }
