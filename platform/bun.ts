@@ -364,7 +364,9 @@ class BunConn implements Conn {
     }
     if (this.#ended || this.#upgraded || this.sink !== undefined) return Promise.resolve(null);
     if (this.#reader !== undefined) return Promise.reject(new Error("Cannot read: another read is pending"));
-    return new Promise((resolve) => (this.#reader = resolve));
+    const { promise, resolve } = Promise.withResolvers<Uint8Array | null>(); // no executor closure per read
+    this.#reader = resolve;
+    return promise;
   }
 
   write(data: Uint8Array): Promise<void> {
