@@ -41,11 +41,15 @@ export interface SmtpUpstreamState {
 
 type Result = { state: SmtpUpstreamState; actions: UpstreamAction[] };
 
+// deno-lint-ignore no-control-regex
+const XTEXT_ESCAPED = /[\x00-\x20\x7f-\uffff+=]/;
+
 /**
  * xtext (RFC 3461) as nginx's NGX_ESCAPE_MAIL_XTEXT writes it for XCLIENT: bytes outside
  * "!".."~", "+" and "=" become "+XX". No CR, LF or space can reach the backend unescaped.
  */
 export function encodeXtext(text: string): string {
+  if (!XTEXT_ESCAPED.test(text)) return text; // the usual address or name
   let out = "";
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i) & 0xff;
@@ -123,13 +127,25 @@ function ehloOffers(reply: string, keyword: string): string[] | undefined {
   while (at > 0 && at < reply.length) {
     const lf = reply.indexOf("\n", at);
     const end = lf < 0 ? reply.length : lf;
-    const line = reply.slice(at + 4, end).trim();
+    const from = at + 4; // after "250-"
     at = end + 1;
-    if (line.length < keyword.length || line.slice(0, keyword.length).toUpperCase() !== keyword) continue;
-    const words = line.toUpperCase().split(/[ =]+/).filter(Boolean);
+    let k = from;
+    while (k < end && reply.charCodeAt(k) === 0x20) k++;
+    if (!startsWithUpper(reply, k, end, keyword)) continue;
+    const words = reply.slice(k, end).trim().toUpperCase().split(/[ =]+/).filter(Boolean);
     if (words[0] === keyword) out = [...(out ?? []), ...words.slice(1)];
   }
   return out;
+}
+
+/** Whether text[at, end) starts with `upper` in any case (no string made for the test). */
+function startsWithUpper(text: string, at: number, end: number, upper: string): boolean {
+  if (end - at < upper.length) return false;
+  for (let i = 0; i < upper.length; i++) {
+    const c = text.charCodeAt(at + i);
+    if ((c >= 0x61 && c <= 0x7a ? c - 0x20 : c) !== upper.charCodeAt(i)) return false;
+  }
+  return true;
 }
 
 /** The reply code each phase waits for. */
@@ -148,13 +164,13 @@ const REPLY_WANTED: Record<Exclude<SmtpUpstreamPhase, "tls-wait" | "done" | "to"
 
 /** One whole reply arrived: check its code for the phase and send what comes next. */
 function onReply(s: SmtpUpstreamState, raw: Uint8Array, rest: Uint8Array): Result {
-  const text = fromBytes(raw);
-  const code = text.slice(0, 3);
+  // the code only: the whole text is decoded where it is kept (EHLO) or logged
+  const code = raw.length >= 3 ? String.fromCharCode(raw[0], raw[1], raw[2]) : "";
   const smtp = smtpOf(s.init);
   if (s.phase === "to") return done(s, raw, rest); // the backend's answer to RCPT TO goes to the client as it is
   if (s.phase === "tls-wait" || s.phase === "done") throw new Error(`SMTP upstream reply in phase ${s.phase}`);
   if (!REPLY_WANTED[s.phase](code)) {
-    const first = text.split(/\r?\n/)[0];
+    const first = fromBytes(raw).split(/\r?\n/)[0];
     return fail(s, raw, `upstream sent invalid response: "${escapeForLog(first)}"`);
   }
   const cfg = s.init.server.config;
@@ -168,7 +184,7 @@ function onReply(s: SmtpUpstreamState, raw: Uint8Array, rest: Uint8Array): Resul
       // bytes after the 220 would be plaintext injected before TLS: dropped
       return { state: { ...s, phase: "tls-wait", buf: EMPTY }, actions: [{ kind: "start-tls" }] };
     case "hello": {
-      const state = { ...s, ehlo: text };
+      const state = { ...s, ehlo: fromBytes(raw) };
       if (cfg.xclient) return send(state, "xclient", xclientLine(state));
       return afterHello(state, rest);
     }
@@ -176,7 +192,7 @@ function onReply(s: SmtpUpstreamState, raw: Uint8Array, rest: Uint8Array): Resul
       if (smtp.helo) return send(s, "client-hello", `${smtp.heloCommand === "EHLO" ? "EHLO" : "HELO"} ${smtp.helo}\r\n`);
       return afterHello(s, rest);
     case "client-hello":
-      return afterHello(smtp.heloCommand === "EHLO" ? { ...s, ehlo: text } : s, rest);
+      return afterHello(smtp.heloCommand === "EHLO" ? { ...s, ehlo: fromBytes(raw) } : s, rest);
     case "auth-login":
       return send(s, "auth-login-user", encodeBase64(toBytes(s.init.login)) + "\r\n");
     case "auth-login-user":
