@@ -3,7 +3,7 @@
 
 import type { AuthConfig, AuthUser } from "../config/types.ts";
 import { hmacMd5, md5 } from "../util/md5.ts";
-import { equalBytes, fromBytes, toBytes, toHex, utf8 } from "../util/bytes.ts";
+import { equalBytes, toBytes, toHex, utf8, utf8Latin1 } from "../util/bytes.ts";
 import { type ParsedHash, parsePasswordHash, type Scrypt, verifyPassword } from "./password.ts";
 import type { AuthQuery, AuthReply, AuthService } from "./types.ts";
 
@@ -79,7 +79,8 @@ export function createBuiltinAuth(
     const to = e.user.backends[q.protocol];
     if (!to) return fail(q);
     const pass = e.user.backendPassword ?? configPass;
-    return { status: "OK", server: to.host, port: String(to.port), user: utf8Bytes(e.user.backendUser), pass: utf8Bytes(pass) };
+    const wire = (text: string | undefined) => (text === undefined ? undefined : utf8Latin1(text));
+    return { status: "OK", server: to.host, port: String(to.port), user: wire(e.user.backendUser), pass: wire(pass) };
   };
 
   return {
@@ -123,11 +124,6 @@ export function createBuiltinAuth(
       }
     },
   };
-}
-
-/** Config text as the latin1 string of its UTF-8 bytes (what the protocol machines send). */
-function utf8Bytes(text: string | undefined): string | undefined {
-  return text === undefined ? undefined : fromBytes(utf8(text));
 }
 
 /** Client bytes arrive as latin1 chars; user names in the config are UTF-8 text. */

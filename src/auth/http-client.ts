@@ -3,7 +3,7 @@
 // the status code is ignored and only the headers count. https:// URLs go through fetch.
 
 import type { Address, Conn } from "../platform.ts";
-import { concat, EMPTY, fromBytes, toBytes, utf8 } from "../util/bytes.ts";
+import { caselessAt, concat, EMPTY, fromBytes, toBytes, utf8Latin1 } from "../util/bytes.ts";
 import { authRequestHeaders, authRequestText } from "./protocol.ts";
 import type { AuthQuery, AuthReply, AuthService } from "./types.ts";
 
@@ -15,7 +15,6 @@ const MAX_IDLE_CONNECTIONS = 32; // kept open per auth server between logins
 const MAX_BODY_BYTES = 1 << 20; // a body is read and dropped so the connection can be reused
 
 class AuthHttpError extends Error {}
-
 
 function replyFrom(get: (name: string) => string | undefined): AuthReply {
   return {
@@ -44,16 +43,6 @@ const REPLY_FIELDS = [
   "connection", "content-length", "transfer-encoding",
 ] as const;
 
-/** Whether text[at, end) is `lower` in any case (no string made for the name). */
-function nameIs(text: string, at: number, end: number, lower: string): boolean {
-  if (end - at !== lower.length) return false;
-  for (let i = 0; i < lower.length; i++) {
-    const c = text.charCodeAt(at + i);
-    if ((c >= 0x41 && c <= 0x5a ? c | 0x20 : c) !== lower.charCodeAt(i)) return false;
-  }
-  return true;
-}
-
 /**
  * Reads the status line and the header lines of `text` up to `end` (where the empty line
  * starts). Every line must be a header; only the names that matter are lowercased and kept
@@ -79,7 +68,7 @@ function readHead(text: string, end: number): ReplyHead {
     while (nameEnd > at && text.charCodeAt(nameEnd - 1) === 0x20) nameEnd--;
     let field: typeof REPLY_FIELDS[number] | undefined;
     for (const f of REPLY_FIELDS) {
-      if (nameIs(text, at, nameEnd, f)) {
+      if (nameEnd - at === f.length && caselessAt(text, at, f)) {
         field = f;
         break;
       }
@@ -110,7 +99,7 @@ export function createHttpAuth(
 ): AuthService {
   const u = new URL(url);
   // auth_http_header values are config text: sent as their UTF-8 bytes, as nginx sends its config's
-  headers = Object.fromEntries(Object.entries(headers).map(([k, v]) => [k, fromBytes(utf8(v))]));
+  headers = Object.fromEntries(Object.entries(headers).map(([k, v]) => [k, utf8Latin1(v)]));
   if (u.protocol !== "http:") return createFetchAuth(url, headers, timeoutMs, io.fetch);
   const to = { host: u.hostname.replace(/^\[|\]$/g, ""), port: Number(u.port || 80) };
   const head = `GET ${u.pathname}${u.search} HTTP/1.1\r\nHost: ${u.host}\r\n`;
@@ -127,18 +116,18 @@ export function createHttpAuth(
       const chunk = await conn.read();
       if (chunk === null) throw new AuthHttpError(buf.length ? "auth http server closed the connection mid-reply" : "closed");
       buf = concat(buf, chunk);
-      text = fromBytes(buf.length > MAX_REPLY_HEADER_BYTES + 4 ? buf.subarray(0, MAX_REPLY_HEADER_BYTES + 4) : buf);
+      text = fromBytes(buf, 0, MAX_REPLY_HEADER_BYTES + 4);
       end = text.indexOf("\r\n\r\n");
       if (end < 0 && buf.length > MAX_REPLY_HEADER_BYTES) throw new AuthHttpError("auth http server sent too long a header");
     }
-    const head = readHead(text, end);
-    const reply = head.reply;
+    const parsed = readHead(text, end);
+    const reply = parsed.reply;
     let rest = buf.length > end + 4 ? buf.subarray(end + 4) : EMPTY;
-    const connection = head.connection.toLowerCase();
-    let reusable = head.minor === "1" ? connection !== "close" : connection === "keep-alive";
-    const code = head.code;
-    const length = head.contentLength;
-    if (head.transferEncoding.toLowerCase() === "chunked") {
+    const connection = parsed.connection.toLowerCase();
+    let reusable = parsed.minor === "1" ? connection !== "close" : connection === "keep-alive";
+    const code = parsed.code;
+    const length = parsed.contentLength;
+    if (parsed.transferEncoding.toLowerCase() === "chunked") {
       // read to the last chunk and drop the body
       for (;;) {
         const m = /(?:^|\r\n)0[^\r\n]*\r\n\r\n$/.exec(fromBytes(rest));

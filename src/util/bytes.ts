@@ -17,6 +17,11 @@ export function utf8(text: string): Uint8Array {
   return encoder.encode(text);
 }
 
+/** Config text as the string of its UTF-8 bytes, one char per byte: what the wire gets. */
+export function utf8Latin1(text: string): string {
+  return fromBytes(utf8(text));
+}
+
 export function fromUtf8(bytes: Uint8Array): string {
   return decoder.decode(bytes);
 }
@@ -57,6 +62,17 @@ export function toBytes(text: string): Uint8Array {
 
 export function isAlpha(c: number): boolean {
   return (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a);
+}
+
+/** Whether `text` holds `word` at `at`, ASCII letters in either case (no string is made). */
+export function caselessAt(text: string, at: number, word: string): boolean {
+  if (at + word.length > text.length) return false;
+  for (let i = 0; i < word.length; i++) {
+    const a = text.charCodeAt(at + i);
+    const b = word.charCodeAt(i);
+    if (a !== b && (!isAlpha(a) || (a | 0x20) !== (b | 0x20))) return false;
+  }
+  return true;
 }
 
 export function concat(a: Uint8Array, b: Uint8Array): Uint8Array {

@@ -8,7 +8,7 @@
 // PLAIN; XCLIENT PORT= and PROTO= when the backend's XCLIENT line lists them; STARTTLS to the
 // backend (proxy_ssl: starttls).
 
-import { concat, EMPTY, encodeBase64, escapeForLog, fromBytes, LF, toBytes } from "../../util/bytes.ts";
+import { caselessAt, concat, EMPTY, encodeBase64, escapeForLog, fromBytes, LF, toBytes } from "../../util/bytes.ts";
 import type { UpstreamAction, UpstreamInput, UpstreamStart } from "../types.ts";
 import { SMTP_INTERNAL_ERROR } from "./session.ts";
 
@@ -127,25 +127,14 @@ function ehloOffers(reply: string, keyword: string): string[] | undefined {
   while (at > 0 && at < reply.length) {
     const lf = reply.indexOf("\n", at);
     const end = lf < 0 ? reply.length : lf;
-    const from = at + 4; // after "250-"
+    let k = at + 4; // after "250-"
     at = end + 1;
-    let k = from;
     while (k < end && reply.charCodeAt(k) === 0x20) k++;
-    if (!startsWithUpper(reply, k, end, keyword)) continue;
+    if (!caselessAt(reply, k, keyword)) continue;
     const words = reply.slice(k, end).trim().toUpperCase().split(/[ =]+/).filter(Boolean);
     if (words[0] === keyword) out = [...(out ?? []), ...words.slice(1)];
   }
   return out;
-}
-
-/** Whether text[at, end) starts with `upper` in any case (no string made for the test). */
-function startsWithUpper(text: string, at: number, end: number, upper: string): boolean {
-  if (end - at < upper.length) return false;
-  for (let i = 0; i < upper.length; i++) {
-    const c = text.charCodeAt(at + i);
-    if ((c >= 0x61 && c <= 0x7a ? c - 0x20 : c) !== upper.charCodeAt(i)) return false;
-  }
-  return true;
 }
 
 /** The reply code each phase waits for. */
@@ -216,7 +205,7 @@ export function stepSmtpUpstream(s: SmtpUpstreamState, input: UpstreamInput): Re
   for (let at = s.scanned;;) {
     const lf = buf.indexOf(LF, at);
     if (lf < 0 ? buf.length >= limit : lf + 1 > limit) {
-      const head = fromBytes(buf, 0, Math.min(buf.length, lf < 0 ? at + 128 : lf + 1, at + 128));
+      const head = fromBytes(buf, 0, at + 128); // the reply so far and 128 bytes of its last line
       return fail({ ...s, buf: EMPTY }, null, `upstream sent too long response line: "${escapeForLog(head)}"`);
     }
     if (lf < 0) return { state: { ...s, buf, scanned: at }, actions: [] };
