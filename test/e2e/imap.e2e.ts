@@ -233,6 +233,9 @@ m.logout()
     const big = "x".repeat(200_000);
     c.send(`t8 APPEND INBOX {${big.length}+}\r\n${big}\r\n`);
     await c.expect(/t8 OK .*\r\n/, 20_000);
+    // the echo backend answers the APPEND line at once and the literal's line once it has all of
+    // it: that answer, not t8's, says the literal has arrived
+    await c.expect(/\* BAD \[CLIENTBUG\] echo: x+\r\n/, 20_000);
     assert.ok(conn.receivedText().endsWith(`t8 APPEND INBOX {${big.length}+}\r\n${big}\r\n`));
     c.send("t9 LOGOUT\r\n");
     await c.expect(/t9 OK/);
