@@ -63,3 +63,49 @@ test("IMAP upstream line longer than proxy_buffer is an internal error", () => {
   assert.equal(f.toClient, "* BAD internal server error\r\n");
   assert.match(f.log, /too long response line/);
 });
+
+test("IMAP upstream login to a backend greeting with LITERAL+ goes out in one write with non-synchronizing literals", () => {
+  for (const chunk of [0, 1]) {
+    const r = run(["* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID] Dovecot ready.\r\n", "a1 OK [CAPABILITY IMAP4rev1] Logged in\r\n"], {}, chunk);
+    assert.equal(r.sent, "a1 LOGIN {5+}\r\nalice {6+}\r\ns3cret\r\n");
+    assert.equal(r.actions.filter((a) => a.kind === "send").length, 1);
+    const done = r.actions.find((a) => a.kind === "done");
+    assert.ok(done && done.kind === "done");
+    assert.equal(dec(done.toClient), "a1 OK [CAPABILITY IMAP4rev1] Logged in\r\n");
+  }
+  // a "+" where no continuation was asked for is not the tagged OK
+  const odd = run(["* OK [CAPABILITY IMAP4rev1 LITERAL+] ready\r\n", "+ OK\r\n"]).actions.find((a) => a.kind === "fail");
+  assert.ok(odd && odd.kind === "fail");
+  assert.match(odd.log, /upstream sent invalid response: "\+ OK"/);
+});
+
+test("IMAP upstream uses non-synchronizing literals only when the greeting's CAPABILITY code allows them for these sizes", () => {
+  const long = "p".repeat(4097);
+  const cases: [string, string, string][] = [
+    ["* OK [capability imap4rev1 literal+] hi\r\n", "s3cret", "a1 LOGIN {5+}\r\nalice {6+}\r\ns3cret\r\n"],
+    ["* OK [CAPABILITY IMAP4rev1 LITERAL-] hi\r\n", "s3cret", "a1 LOGIN {5+}\r\nalice {6+}\r\ns3cret\r\n"],
+    ["* OK [CAPABILITY IMAP4rev1 LITERAL-] hi\r\n", long, "a1 LOGIN {5}\r\n"],
+    ["* OK [CAPABILITY IMAP4rev1 LITERAL+] hi\r\n", long, `a1 LOGIN {5+}\r\nalice {4097+}\r\n${long}\r\n`],
+    ["* OK [CAPABILITY IMAP4rev1 XLITERAL+ LITERAL] hi\r\n", "s3cret", "a1 LOGIN {5}\r\n"],
+    ["* OK [CAPABILITY IMAP4rev1] LITERAL+ in the text does not count\r\n", "s3cret", "a1 LOGIN {5}\r\n"],
+    ["* OK [CAPABILITY IMAP4rev1 LITERAL+ hi\r\n", "s3cret", "a1 LOGIN {5}\r\n"],
+    ["* OK [ALERT] LITERAL+\r\n", "s3cret", "a1 LOGIN {5}\r\n"],
+  ];
+  for (const [greeting, password, sent] of cases) {
+    const server = imap.compile(testServerConfig({ proxyBuffer: 16384 }));
+    const { state } = imap.upstreamStart({ server, login: "alice", password, clientTag: "a1 ", clientAddr: "127.0.0.2", clientHost: "[UNAVAILABLE]", clientPort: 5555, starttls: false });
+    const r = imap.upstreamStep(state, { kind: "bytes", bytes: enc(greeting) });
+    assert.equal(r.actions.map((a) => (a as { text: string }).text).join(""), sent, greeting);
+  }
+});
+
+test("IMAP upstream after STARTTLS logs in with synchronizing literals: the greeting's capabilities were from before TLS", () => {
+  const server = imap.compile(testServerConfig({}));
+  let r = imap.upstreamStart({ server, login: "alice", password: "s3cret", clientTag: "a1 ", clientAddr: "127.0.0.2", clientHost: "[UNAVAILABLE]", clientPort: 5555, starttls: true });
+  r = imap.upstreamStep(r.state, { kind: "bytes", bytes: enc("* OK [CAPABILITY IMAP4rev1 LITERAL+ STARTTLS] hi\r\n") });
+  assert.equal((r.actions[0] as { text: string }).text, "a1 STARTTLS\r\n");
+  r = imap.upstreamStep(r.state, { kind: "bytes", bytes: enc("a1 OK Begin TLS\r\n") });
+  assert.equal(r.actions[0].kind, "start-tls");
+  r = imap.upstreamStep(r.state, { kind: "tls-started" });
+  assert.equal((r.actions[0] as { text: string }).text, "a1 LOGIN {5}\r\n");
+});

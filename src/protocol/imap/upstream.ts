@@ -1,8 +1,13 @@
 // Logging in to the IMAP backend as nginx's ngx_mail_proxy_imap_handler does: wait for "* OK",
 // send "TAG LOGIN {n}", the user name as a literal, then the password as a literal, and pass the
 // backend's tagged OK (and any untagged lines before it) on to the client.
+//
+// One difference: a backend whose greeting lists LITERAL+ (or LITERAL- with both literals within
+// its 4096 bytes, RFC 7888) gets the whole LOGIN in one write with non-synchronizing literals
+// "{n+}", instead of waiting twice for its "+" (Dovecot greets with LITERAL+). The bytes of the
+// user name and password are the same either way.
 
-import { concat, EMPTY, fromBytes } from "../../util/bytes.ts";
+import { caselessAt, concat, EMPTY, fromBytes } from "../../util/bytes.ts";
 import { takeLine } from "../lines.ts";
 import type { UpstreamAction, UpstreamInput, UpstreamStart } from "../types.ts";
 import { IMAP_INTERNAL_ERROR } from "./session.ts";
@@ -53,6 +58,10 @@ export function stepImapUpstream(s: ImapUpstreamState, input: UpstreamInput): { 
         if (state.init.starttls) {
           actions.push({ kind: "send", text: `${tag(state)}STARTTLS\r\n` });
           state = { ...state, phase: "starttls" };
+        } else if (greetingAllowsNonSyncLiterals(line, Math.max(state.init.login.length, state.init.password.length))) {
+          const { login, password } = state.init;
+          actions.push({ kind: "send", text: `${tag(state)}LOGIN {${login.length}+}\r\n${login} {${password.length}+}\r\n${password}\r\n` });
+          state = { ...state, phase: "password" };
         } else {
           actions.push({ kind: "send", text: `${tag(state)}LOGIN {${state.init.login.length}}\r\n` });
           state = { ...state, phase: "login" };
@@ -90,6 +99,29 @@ export function stepImapUpstream(s: ImapUpstreamState, input: UpstreamInput): { 
         return withFail(actions, fail(state, concat(state.untagged, r.raw), `upstream sent invalid response: "${line}"`));
     }
   }
+}
+
+const GREETING_CAPABILITY = "* OK [CAPABILITY ";
+
+/**
+ * Whether a greeting's CAPABILITY response code offers non-synchronizing literals (RFC 7888) for
+ * literals of up to `longest` bytes: LITERAL+ for any size, LITERAL- up to 4096. A greeting
+ * without the code (the capabilities are then unknown) gets nginx's synchronizing literals.
+ */
+export function greetingAllowsNonSyncLiterals(line: string, longest: number): boolean {
+  if (!caselessAt(line, 0, GREETING_CAPABILITY)) return false;
+  const end = line.indexOf("]", GREETING_CAPABILITY.length);
+  if (end < 0) return false;
+  for (let at = GREETING_CAPABILITY.length; at < end;) {
+    let next = line.indexOf(" ", at);
+    if (next < 0 || next > end) next = end;
+    if (next - at === 8 && caselessAt(line, at, "LITERAL")) {
+      const sign = line.charCodeAt(at + 7);
+      if (sign === 0x2b /* + */ || (sign === 0x2d /* - */ && longest <= 4096)) return true;
+    }
+    at = next + 1;
+  }
+  return false;
 }
 
 function withFail(
