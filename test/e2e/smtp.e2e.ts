@@ -14,7 +14,7 @@ import { makeTestPki, type TestPki } from "../support/certs.ts";
 import { type Dnsmasq, startDnsmasq, startSilentResolver } from "../support/dnsmasq.ts";
 import { type Dovecot, startDovecot } from "../support/dovecot.ts";
 import { type AuthRequest, authOk, type MockAuth, startMockAuth } from "../support/mock-auth.ts";
-import { type MockBackend, smtpXclientBackend, startMockBackend } from "../support/mock-backend.ts";
+import { type MockBackend, SMTP_GREETING, smtpXclientBackend, startMockBackend, type Step } from "../support/mock-backend.ts";
 import { freePorts } from "../support/ports.ts";
 import { type Postfix, startPostfix } from "../support/postfix.ts";
 import { type Postern, startPostern, targets } from "../support/postern.ts";
@@ -49,6 +49,7 @@ let dovecot: Dovecot;
 let postfix: Postfix;
 let auth: MockAuth;
 let backend: MockBackend; // scripted: greeting, EHLO, XCLIENT, the client's EHLO/HELO, then echo
+let pipeliner: MockBackend; // offers PIPELINING; answers MAIL FROM only once RCPT TO is in
 let dns: Dnsmasq;
 let deadDns: Awaited<ReturnType<typeof startSilentResolver>>;
 let tmp: string;
@@ -61,6 +62,21 @@ function toRealServers(req: AuthRequest) {
   return authOk("127.0.0.1", port);
 }
 
+/** A backend whose EHLO offers PIPELINING and which answers MAIL FROM only once RCPT TO has
+ *  arrived too: a proxy that waited for the first reply before sending RCPT TO would hang. */
+function pipeliningBackend(): Step[] {
+  const ehlo = "250-mock.example.com\r\n250-PIPELINING\r\n250-XCLIENT ADDR LOGIN NAME PORT PROTO HELO\r\n250 8BITMIME\r\n";
+  return [
+    { send: SMTP_GREETING },
+    { expect: /^EHLO /i, reply: ehlo },
+    { expect: /^XCLIENT /i, reply: SMTP_GREETING },
+    { expect: /^EHLO /i, reply: ehlo },
+    { expect: /^MAIL FROM:/i },
+    { expect: /^RCPT TO:/i, reply: "250 2.1.0 Ok\r\n250 2.1.5 Ok, pipelined\r\n" },
+    { echo: "smtp" },
+  ];
+}
+
 before(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), "postern-smtp-"));
   pki = await makeTestPki(tmp);
@@ -68,6 +84,7 @@ before(async () => {
   postfix = await startPostfix({ domains: ["example.com"], mailboxes: [ALICE, BOB], lmtpPort: dovecot.lmtpPort, saslSocket: dovecot.authSocket });
   auth = await startMockAuth(toRealServers);
   backend = await startMockBackend({ script: smtpXclientBackend() });
+  pipeliner = await startMockBackend({ script: pipeliningBackend() });
   dns = await startDnsmasq({
     hosts: [{ name: "client.test", address: "127.0.0.2" }, { name: "elsewhere.test", address: "127.0.0.9" }],
     ptrs: [{ address: "127.0.0.3", name: "elsewhere.test" }], // a PTR its A record does not confirm
@@ -77,7 +94,7 @@ before(async () => {
 });
 
 after(async () => {
-  await Promise.all([postfix?.stop(), auth?.close(), backend?.close(), dns?.stop(), deadDns?.stop()]);
+  await Promise.all([postfix?.stop(), auth?.close(), backend?.close(), pipeliner?.close(), dns?.stop(), deadDns?.stop()]);
   await dovecot?.stop();
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
 });
@@ -358,6 +375,24 @@ m.quit()
     }
   });
 
+  test(`${target}: smtp_auth none sends MAIL FROM and RCPT TO to a backend offering PIPELINING without waiting in between`, async () => {
+    auth.setHandler(authOk("127.0.0.1", pipeliner.port));
+    try {
+      const n = pipeliner.connections.length;
+      const c = await connectClient(p.none);
+      await c.expect(/220 .*\r\n/);
+      c.send("EHLO client.example\r\nMAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.com>\r\n");
+      assert.equal(await c.expect(/Ok, pipelined\r\n/), "250 mail.test\r\n250 2.0.0 OK\r\n250 2.1.5 Ok, pipelined\r\n");
+      c.send("QUIT\r\n");
+      await within(c.closed, 5000, "close after QUIT");
+      const conn = (await pipeliner.waitForConnections(n + 1))[n];
+      await conn.done;
+      assert.match(conn.receivedText(), /\r\nEHLO client\.example\r\nMAIL FROM:<alice@example\.org>\r\nRCPT TO:<bob@example\.com>\r\nQUIT\r\n$/);
+    } finally {
+      auth.setHandler(toRealServers);
+    }
+  });
+
   test(`${target}: smtp_auth none delivers through Postfix, which sees the client by XCLIENT and no login`, async () => {
     const id = unique("none");
     const r = await run("swaks", [
@@ -368,6 +403,8 @@ m.quit()
     assert.match(r.stdout, /<[-~] +250 2\.1\.5 Ok/);
     const { smtpdLine } = await delivered(`${id}@test`);
     assert.match(smtpdLine, /client=unknown\[127\.0\.0\.2\]$/);
+    // Postern sent MAIL FROM and RCPT TO together (Postfix offers PIPELINING): nothing improper
+    assert.doesNotMatch(postfix.readLog(), /improper command pipelining/);
   });
 
   test(`${target}: smtp_greeting_delay: a client that talks first gets 503 and is closed, a patient one the greeting`, async () => {

@@ -215,6 +215,39 @@ test("SMTP upstream for smtp_auth none replays MAIL FROM and RCPT TO and hands t
   assert.deepEqual(plain.sent, ["EHLO mail.test", "MAIL FROM:<alice@example.com> SIZE=10", "RCPT TO:<bob@example.com>"]);
 });
 
+test("SMTP upstream for smtp_auth none sends MAIL FROM and RCPT TO in one write when the backend's EHLO offers PIPELINING", () => {
+  const envelope = { authMethod: "none" as const, from: "MAIL FROM:<a@b>", to: ["RCPT TO:<c@d>"] };
+  const writes = (r: ReturnType<typeof run>) => r.actions.filter((a) => a.kind === "send").map((a) => (a as { text: string }).text);
+  for (const chunk of [0, 1, 5]) {
+    const r = run({ login: "", smtp: envelope }, postfix(), chunk);
+    assert.equal(writes(r).at(-1), "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n", `chunk ${chunk}`);
+    assert.equal(done(r).toClient, "250 2.1.5 Ok\r\n");
+  }
+  // both replies in one read: the second is the client's answer, not dropped as stale
+  const together = run({ login: "", smtp: envelope }, postfix({ "MAIL ": "250 2.1.0 Ok\r\n550 5.1.1 <c@d>: rejected\r\n", "RCPT ": "" }));
+  assert.equal(done(together).toClient, "550 5.1.1 <c@d>: rejected\r\n");
+  // MAIL FROM refused: its reply is the answer (or the internal error), whatever RCPT TO got
+  const refused = postfix({ "MAIL ": "553 5.7.1 Sender rejected\r\n", "RCPT ": "503 5.5.1 Error: need MAIL command\r\n" });
+  assert.equal(failed(run({ login: "", smtp: envelope, config: { proxyPassErrorMessage: true } }, refused)).toClient, "553 5.7.1 Sender rejected\r\n");
+  assert.equal(failed(run({ login: "", smtp: envelope }, refused)).toClient, "451 4.3.2 Internal server error\r\n");
+  // no PIPELINING in the EHLO that counts, or no EHLO at all: one command, one reply, as nginx
+  const noPipelining = "250-backend.example\r\n250-XCLIENT NAME ADDR PROTO HELO LOGIN PORT\r\n250 8BITMIME\r\n";
+  const cases: [string, Session, (line: string) => string][] = [
+    ["EHLO without PIPELINING", { login: "", smtp: envelope }, postfix({ "EHLO ": noPipelining })],
+    ["the client's HELO after XCLIENT", { login: "", smtp: { ...envelope, heloCommand: "HELO" } }, postfix()],
+    ["XCLIENT and no client greeting", { login: "", smtp: { ...envelope, helo: "", heloCommand: "HELO" } }, postfix()],
+    ["xclient off and the client's HELO", { login: "", smtp: { ...envelope, heloCommand: "HELO" }, config: { xclient: false } }, postfix()],
+    ["PIPELINING only before XCLIENT", { login: "", smtp: envelope }, postfix({ "EHLO client": noPipelining })],
+  ];
+  for (const [what, session, backend] of cases) {
+    const r = run(session, backend);
+    assert.deepEqual(writes(r).slice(-2), ["MAIL FROM:<a@b>\r\n", "RCPT TO:<c@d>\r\n"], what);
+    assert.equal(done(r).toClient, "250 2.1.5 Ok\r\n", what);
+  }
+  // xclient off and the client's EHLO: our own EHLO's PIPELINING counts
+  assert.equal(writes(run({ login: "", smtp: envelope, config: { xclient: false } }, postfix())).at(-1), "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n");
+});
+
 test("SMTP upstream failures at each step give 451 4.3.2, or the backend's reply with proxy_pass_error_message", () => {
   const steps: [string, string][] = [
     ["", "554 5.3.2 backend.example busy\r\n"],

@@ -6,7 +6,8 @@
 //
 // Beyond nginx: with proxy_smtp_auth, AUTH LOGIN when the backend's EHLO offers LOGIN but not
 // PLAIN; XCLIENT PORT= and PROTO= when the backend's XCLIENT line lists them; STARTTLS to the
-// backend (proxy_ssl: starttls).
+// backend (proxy_ssl: starttls); for smtp_auth none, MAIL FROM and RCPT TO in one write when the
+// backend's EHLO offers PIPELINING (RFC 2920), nginx waiting for each reply.
 
 import { caselessAt, concat, EMPTY, encodeBase64, escapeForLog, fromBytes, LF, toBytes } from "../../util/bytes.ts";
 import type { UpstreamAction, UpstreamInput, UpstreamStart } from "../types.ts";
@@ -26,6 +27,7 @@ export type SmtpUpstreamPhase =
   | "auth-login-user" // waiting for the password prompt
   | "auth" // waiting for 235
   | "from"
+  | "from-to" // MAIL FROM and RCPT TO pipelined: waiting for the reply to MAIL FROM
   | "to"
   | "done";
 
@@ -37,6 +39,8 @@ export interface SmtpUpstreamState {
   readonly scanned: number;
   /** The backend's latest EHLO reply, read for a keyword when one is needed (ehloOffers). */
   readonly ehlo: string;
+  /** The backend's latest EHLO, in a session greeted with EHLO, offers PIPELINING. */
+  readonly pipelining: boolean;
 }
 
 type Result = { state: SmtpUpstreamState; actions: UpstreamAction[] };
@@ -64,7 +68,7 @@ function smtpOf(init: UpstreamStart): NonNullable<UpstreamStart["smtp"]> {
 }
 
 export function startSmtpUpstream(init: UpstreamStart): Result {
-  return { state: { init, phase: "greeting", buf: EMPTY, scanned: 0, ehlo: "" }, actions: [] };
+  return { state: { init, phase: "greeting", buf: EMPTY, scanned: 0, ehlo: "", pipelining: false }, actions: [] };
 }
 
 function send(s: SmtpUpstreamState, phase: SmtpUpstreamPhase, text: string): Result {
@@ -80,7 +84,7 @@ function fail(s: SmtpUpstreamState, reply: Uint8Array | null, why: string): Resu
 function sayHello(s: SmtpUpstreamState): Result {
   const cfg = s.init.server.config;
   const verb = smtpOf(s.init).heloCommand === "EHLO" || cfg.xclient ? "EHLO" : "HELO";
-  return send({ ...s, ehlo: "" }, "hello", `${verb} ${cfg.serverName}\r\n`);
+  return send({ ...s, ehlo: "", pipelining: false }, "hello", `${verb} ${cfg.serverName}\r\n`);
 }
 
 function xclientLine(s: SmtpUpstreamState): string {
@@ -101,7 +105,11 @@ function xclientLine(s: SmtpUpstreamState): string {
 /** After the greetings: the envelope (smtp_auth none), AUTH (proxy_smtp_auth), or done. */
 function afterHello(s: SmtpUpstreamState, rest: Uint8Array): Result {
   const smtp = smtpOf(s.init);
-  if (smtp.authMethod === "none") return send(s, "from", smtp.from + "\r\n");
+  if (smtp.authMethod === "none") {
+    // RFC 2920: MAIL and RCPT may go in one group; the client still gets the reply to RCPT TO
+    if (s.pipelining && smtp.to.length > 0) return send(s, "from-to", `${smtp.from}\r\n${smtp.to[0]}\r\n`);
+    return send(s, "from", smtp.from + "\r\n");
+  }
   if (s.init.server.config.proxySmtpAuth) {
     if (s.init.password === "") return fail(s, null, "no password available");
     const mechs = ehloOffers(s.ehlo, "AUTH");
@@ -149,6 +157,7 @@ const REPLY_WANTED: Record<Exclude<SmtpUpstreamPhase, "tls-wait" | "done" | "to"
   "auth-login-user": (c) => c === "334",
   "auth": (c) => c === "235",
   "from": (c) => c === "250",
+  "from-to": (c) => c === "250",
 };
 
 /** One whole reply arrived: check its code for the phase and send what comes next. */
@@ -173,15 +182,19 @@ function onReply(s: SmtpUpstreamState, raw: Uint8Array, rest: Uint8Array): Resul
       // bytes after the 220 would be plaintext injected before TLS: dropped
       return { state: { ...s, phase: "tls-wait", buf: EMPTY }, actions: [{ kind: "start-tls" }] };
     case "hello": {
-      const state = { ...s, ehlo: fromBytes(raw) };
+      const ehlo = fromBytes(raw); // a reply to HELO is one line: no keywords
+      const state = { ...s, ehlo, pipelining: ehloOffers(ehlo, "PIPELINING") !== undefined };
       if (cfg.xclient) return send(state, "xclient", xclientLine(state));
       return afterHello(state, rest);
     }
     case "xclient":
       if (smtp.helo) return send(s, "client-hello", `${smtp.heloCommand === "EHLO" ? "EHLO" : "HELO"} ${smtp.helo}\r\n`);
-      return afterHello(s, rest);
-    case "client-hello":
-      return afterHello(smtp.heloCommand === "EHLO" ? { ...s, ehlo: fromBytes(raw) } : s, rest);
+      return afterHello({ ...s, pipelining: false }, rest); // XCLIENT started a new session, not greeted
+    case "client-hello": {
+      if (smtp.heloCommand !== "EHLO") return afterHello({ ...s, pipelining: false }, rest);
+      const ehlo = fromBytes(raw);
+      return afterHello({ ...s, ehlo, pipelining: ehloOffers(ehlo, "PIPELINING") !== undefined }, rest);
+    }
     case "auth-login":
       return send(s, "auth-login-user", encodeBase64(toBytes(s.init.login)) + "\r\n");
     case "auth-login-user":
@@ -190,6 +203,9 @@ function onReply(s: SmtpUpstreamState, raw: Uint8Array, rest: Uint8Array): Resul
       return done(s, toBytes(AUTH_OK), rest);
     case "from":
       return send(s, "to", (smtp.to[0] ?? "") + "\r\n");
+    case "from-to":
+      // the reply to RCPT TO may have come in the same read
+      return stepSmtpUpstream({ ...s, phase: "to" }, { kind: "bytes", bytes: rest });
   }
 }
 
