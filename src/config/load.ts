@@ -359,6 +359,17 @@ function wordList(wholeItems: boolean): Parser<string[]> {
   return (node, at, L) => words(node, at, L, wholeItems)?.map((w) => w.text);
 }
 
+/** Capabilities are protocol tokens, sent as they are: ASCII only. */
+const capabilities: Parser<string[]> = (node, at, L) => {
+  const list = wordList(true)(node, at, L);
+  const bad = list?.find((c) => !isAscii(c));
+  if (bad !== undefined) {
+    L.error(at, `capabilities are ASCII protocol words, got ${JSON.stringify(bad)}`);
+    return undefined;
+  }
+  return list;
+};
+
 /** A map's entries checked against the keys it allows; unknown keys are reported with a suggestion. */
 function entries(node: Y, at: At, L: Loader, allowed: readonly string[]): Map<string, { node: Y; at: At }> | undefined {
   if (node.kind !== "map") {
@@ -475,7 +486,21 @@ const listen: Parser<ListenItem[]> = (node, at, L) => {
   return good ? out : undefined;
 };
 
-const serverName: Parser<string> = word("a host name");
+/** Whether text is printable ASCII only: what goes into greetings, EHLO and capability lines. */
+function isAscii(text: string): boolean {
+  return /^[\x20-\x7e]*$/.test(text);
+}
+
+const hostWord = word("a host name");
+/** A host name goes into greetings, EHLO and salts as it is: ASCII (an IDN in its xn-- form). */
+const serverName: Parser<string> = (node, at, L) => {
+  const s = hostWord(node, at, L);
+  if (s !== undefined && !isAscii(s)) {
+    L.error(at, `expected a host name in ASCII (an international name in its xn-- form), got ${JSON.stringify(s)}`);
+    return undefined;
+  }
+  return s;
+};
 
 const RESOLVER_KEYS = ["address", "valid", "ipv4", "ipv6"];
 const RESOLVER_OFF: ResolverSpec = { addresses: [], ipv4: true, ipv6: true };
@@ -859,13 +884,13 @@ const PARSERS: { [K in keyof Directives]: Parser<Directives[K]> } = {
   ssl_session_ticket_key: fileRefs(false),
   starttls: oneOf(["off", "on", "only"] as const, { true: "on", false: "off" }),
   imap_auth: authMethods("imap"),
-  imap_capabilities: wordList(true),
+  imap_capabilities: capabilities,
   imap_client_buffer: bufferSize,
   pop3_auth: authMethods("pop3"),
-  pop3_capabilities: wordList(true),
+  pop3_capabilities: capabilities,
   pop3_client_buffer: bufferSize,
   smtp_auth: authMethods("smtp"),
-  smtp_capabilities: wordList(true),
+  smtp_capabilities: capabilities,
   smtp_client_buffer: bufferSize,
   smtp_greeting_delay: time,
 };

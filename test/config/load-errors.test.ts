@@ -122,6 +122,20 @@ test("the http endpoint cannot share an address with a mail server", () => {
   ]);
 });
 
+test("server_name and capabilities must be ASCII: they go to clients and backends as they are", () => {
+  assert.deepEqual(
+    serverErrors([
+      "listen: 143",
+      "server_name: poczta.zażółć.pl",
+      "imap_capabilities: [IMAP4rev1, \"X-ŁÓDŹ\"]",
+    ]),
+    [
+      `${F}:4:20: mail.servers[0].server_name: expected a host name in ASCII (an international name in its xn-- form), got "poczta.zażółć.pl"`,
+      `${F}:5:26: mail.servers[0].imap_capabilities: capabilities are ASCII protocol words, got "X-ŁÓDŹ"`,
+    ],
+  );
+});
+
 test("values of the wrong type say what was expected and what was found", () => {
   assert.deepEqual(
     serverErrors([
