@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { createHash, createHmac } from "node:crypto";
 import { test } from "node:test";
 import { decodeSaslCramMd5, decodeSaslPlain } from "../../src/protocol/sasl.ts";
 import { decodeBase64, encodeBase64, toBytes } from "../../src/util/bytes.ts";
@@ -30,4 +31,16 @@ test("md5 and hmacMd5 match RFC 1321 and RFC 2195 vectors", () => {
   assert.equal(toHex(md5(toBytes("a".repeat(1000)))), "cabe45dcc9ae5b66ba86600cca6b8ba8");
   const digest = hmacMd5(toBytes("tanstaaftanstaaf"), toBytes("<1896.697170952@postoffice.reston.mci.net>"));
   assert.equal(toHex(digest), "b913a602c7eda7a495b4e6e7334d3890");
+});
+
+test("md5 and hmacMd5 agree with the runtime's own at every length around the block edges", () => {
+  const bytes = (n: number, seed: number) => Uint8Array.from({ length: n }, (_, i) => (i * 131 + seed * 17 + 7) & 255);
+  for (let n = 0; n <= 200; n++) {
+    const data = bytes(n, 1);
+    assert.equal(toHex(md5(data)), createHash("md5").update(data).digest("hex"), `md5 of ${n} bytes`);
+    for (const k of [0, 16, 64, 65, 100]) {
+      const key = bytes(k, n);
+      assert.equal(toHex(hmacMd5(key, data)), createHmac("md5", key).update(data).digest("hex"), `hmac, ${k}-byte key, ${n} bytes`);
+    }
+  }
 });
