@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
 import { type Dovecot, makeShortTempDir, processGroupAlive, requireTool, startDovecot } from "../support/dovecot.ts";
-import { canConnect } from "../support/ports.ts";
+import { canConnect, waitFor } from "../support/ports.ts";
 
 const USER = "alice@example.com";
 const PASS = "s3cret pass"; // a space forces an IMAP quoted string / literal
@@ -125,7 +125,10 @@ m.logout()
   assert.match(r.stdout, /^Subject: harness over lmtp\r?$/m);
   assert.match(r.stdout, /hello from lmtp/);
   // Dovecot logs the LOGIN command as method=PLAIN; this client came from 127.0.0.1, curl from .2.
-  const logins = dv.logins().filter((l) => l.service === "imap-login" && l.user === USER && l.rip === "127.0.0.1");
+  // Dovecot's log process writes the line a moment after the client has its answer
+  const imapLogins = () => dv.logins().filter((l) => l.service === "imap-login" && l.user === USER && l.rip === "127.0.0.1");
+  await waitFor(() => imapLogins().length >= 1, "Dovecot's login line", 5000);
+  const logins = imapLogins();
   assert.equal(logins.length, 1, dv.readLog());
   assert.equal(logins[0].realRip, "127.0.0.1");
 });
@@ -141,7 +144,9 @@ test("curl lists and retrieves over POP3 a message put straight into the Maildir
   assert.equal(retr.code, 0, retr.stderr);
   assert.match(retr.stdout, /^Subject: harness maildir\r?$/m);
   assert.match(retr.stdout, /body via maildir/);
-  const pop = dv.logins().filter((l) => l.service === "pop3-login" && l.user === "bob");
+  const popLogins = () => dv.logins().filter((l) => l.service === "pop3-login" && l.user === "bob");
+  await waitFor(() => popLogins().length >= 2, "Dovecot's two login lines", 5000);
+  const pop = popLogins();
   assert.equal(pop.length, 2, dv.readLog());
   assert.equal(pop[0].rip, CLIENT_IP);
 });
@@ -233,6 +238,7 @@ test("startDovecot with ssl offers STARTTLS and implicit TLS, and stop() frees e
       const pop3s = await run("curl", ["-sS", "--max-time", "10", "-k", `pop3s://127.0.0.1:${tls.pop3sPort}/`,
         "-u", "tls:tlspw"]);
       assert.equal(pop3s.code, 0, pop3s.stderr);
+      await waitFor(() => tls.logins().length >= 3, "Dovecot's three login lines", 5000);
       const logins = tls.logins();
       assert.equal(logins.length, 3, tls.readLog());
       assert.ok(logins.every((l) => / TLS/.test(l.line)), tls.readLog());
