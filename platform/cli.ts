@@ -13,7 +13,8 @@ import { formatConfigError, loadConfig } from "../src/config/load.ts";
 import type { Config, ConfigResult } from "../src/config/types.ts";
 import { hashPassword } from "../src/auth/password.ts";
 import type { Platform } from "../src/platform.ts";
-import { checkTlsConfig, protocolsImplemented, startPostern } from "../src/server.ts";
+import { checkTlsConfig, protocolsImplemented, type StartOptions, startPostern } from "../src/server.ts";
+import { countsOf } from "../src/metrics.ts";
 import { VERSION } from "../src/version.ts";
 
 const USAGE = `Usage: postern [-c FILE] [-t] [-v] [-h]
@@ -157,6 +158,65 @@ function unopenableLogs(config: Config): string[] {
   return errors;
 }
 
+// worker_processes > 1: worker 1 serves the HTTP endpoint, and its /metrics and /health count every
+// worker. It asks the master for the others' counters; the master asks each of them over
+// node:cluster's IPC channel and answers with what came back within PEER_WAIT_MS.
+const ASK_PEERS = "postern:peer-counts?"; // worker 1 → master
+const PEERS = "postern:peer-counts"; // master → worker 1: { counts: [...] }
+const ASK_COUNTS = "postern:counts?"; // master → a worker
+const COUNTS = "postern:counts"; // a worker → master: { counts }
+const PEER_WAIT_MS = 500;
+
+interface IpcMessage {
+  readonly type: string;
+  readonly id: number;
+  readonly counts?: unknown;
+}
+
+function isIpc(m: unknown, type: string): m is IpcMessage {
+  return typeof m === "object" && m !== null && (m as IpcMessage).type === type && typeof (m as IpcMessage).id === "number";
+}
+
+/** A message to a worker that may have gone: a closed channel is not an error here. */
+function sendTo(w: { send(m: unknown): boolean }, m: IpcMessage): void {
+  try {
+    w.send(m);
+  } catch {
+    // the worker exited; its exit handler deals with it
+  }
+}
+
+/**
+ * A worker's side of the counters exchange: it answers the master with its own, and (worker 1)
+ * asks for the others'. The returned function is StartOptions.peerMetrics.
+ */
+function workerCounts(own: () => Parameters<typeof countsOf>[0] | undefined, asks: boolean): StartOptions["peerMetrics"] {
+  const waiting = new Map<number, (counts: readonly object[]) => void>();
+  let asked = 0;
+  process.on("message", (m: unknown) => {
+    if (isIpc(m, ASK_COUNTS)) {
+      const metrics = own();
+      if (metrics !== undefined) process.send?.({ type: COUNTS, id: m.id, counts: countsOf(metrics) });
+    } else if (isIpc(m, PEERS)) {
+      const counts = Array.isArray(m.counts) ? m.counts.filter((c): c is object => typeof c === "object" && c !== null) : [];
+      waiting.get(m.id)?.(counts);
+    }
+  });
+  if (!asks) return undefined;
+  return () =>
+    new Promise((resolve) => {
+      const id = ++asked;
+      const done = (counts: readonly object[]) => {
+        clearTimeout(timer);
+        waiting.delete(id);
+        resolve(counts);
+      };
+      const timer = setTimeout(() => done([]), 2 * PEER_WAIT_MS); // a master that does not answer
+      waiting.set(id, done);
+      process.send?.({ type: ASK_PEERS, id });
+    });
+}
+
 /**
  * worker_processes > 1: this process only watches the workers (nginx's master). Each worker runs
  * the whole proxy on listeners shared with SO_REUSEPORT (Bun, Deno) or node:cluster (Node), and
@@ -170,11 +230,36 @@ function runPrimary(platform: Platform, file: string, config: Config): void {
   let stopping = false;
   const byId = new Map<number, ReturnType<typeof cluster.fork>>();
   const ticketSeed = randomBytes(32).toString("hex");
+  const gathering = new Map<number, (counts: unknown) => void>();
+  let gathers = 0;
+  /** Worker `asker` wants the other workers' counters: ask each, answer with what came in time. */
+  const gatherPeers = (asker: number, askId: number) => {
+    const others = [...byId].filter(([id]) => id !== asker).map(([, w]) => w);
+    const got: unknown[] = [];
+    const key = ++gathers;
+    const finish = () => {
+      clearTimeout(timer);
+      gathering.delete(key);
+      const w = byId.get(asker);
+      if (w) sendTo(w, { type: PEERS, id: askId, counts: got });
+    };
+    const timer = setTimeout(finish, PEER_WAIT_MS);
+    gathering.set(key, (counts) => {
+      got.push(counts);
+      if (got.length === others.length) finish();
+    });
+    if (others.length === 0) return finish();
+    for (const w of others) sendTo(w, { type: ASK_COUNTS, id: key });
+  };
   const spawn = (id: number) => {
     // one ticket secret for all workers, as nginx's master makes the keys before forking: a
     // session ticket one worker issued resumes on any other (node-tls.ts)
     const w = cluster.fork({ POSTERN_WORKER_ID: String(id), POSTERN_TICKET_SEED: ticketSeed });
     byId.set(id, w);
+    w.on("message", (m: unknown) => {
+      if (isIpc(m, ASK_PEERS)) gatherPeers(id, m.id);
+      else if (isIpc(m, COUNTS)) gathering.get(m.id)?.(m.counts);
+    });
     const started = Date.now();
     w.on("exit", (code, signal) => {
       byId.delete(id);
@@ -254,8 +339,10 @@ async function run(platform: Platform, file: string, config: Config, opts: RunOp
     }
     running.reload(r.config).catch((e) => running!.logger.log("error", `reload failed: ${(e as Error).message}`));
   });
+  // a worker of worker_processes > 1 tells the master its counters; worker 1 asks for the others'
+  const peerMetrics = cluster.isWorker ? workerCounts(() => running?.metrics, opts.serveHttp) : undefined;
   try {
-    running = await startPostern(config, platform, opts);
+    running = await startPostern(config, platform, { ...opts, peerMetrics });
   } catch (e) {
     for (const line of (e as Error).message.split("\n")) console.error(`postern: [emerg] ${line}`);
     platform.exit(1);

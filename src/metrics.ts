@@ -12,6 +12,26 @@ export interface Metrics {
   readonly startedAt: number;
 }
 
+/** The counters of a Metrics: what another worker process reports (worker_processes > 1). */
+export type Counts = Omit<Metrics, "startedAt">;
+
+const COUNTS: readonly (keyof Counts)[] = [
+  "connections", "active", "loginsOk", "loginsFailed", "authErrors", "upstreamErrors", "bytesClientToUpstream", "bytesUpstreamToClient",
+];
+
+export function countsOf(m: Metrics): Counts {
+  const c = {} as { -readonly [K in keyof Counts]: number };
+  for (const k of COUNTS) c[k] = m[k];
+  return c;
+}
+
+/** This process's metrics with the other workers' counters added; a field a peer lacks counts 0. */
+export function withPeers(own: Metrics, peers: readonly Partial<Counts>[]): Metrics {
+  const sum = { ...own };
+  for (const p of peers) for (const k of COUNTS) sum[k] += typeof p[k] === "number" ? p[k]! : 0;
+  return sum;
+}
+
 export function createMetrics(nowMs: number): Metrics {
   return { connections: 0, active: 0, loginsOk: 0, loginsFailed: 0, authErrors: 0, upstreamErrors: 0, bytesClientToUpstream: 0, bytesUpstreamToClient: 0, startedAt: nowMs };
 }

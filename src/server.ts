@@ -7,7 +7,7 @@ import type { AuthService } from "./auth/types.ts";
 import type { Config, ServerConfig } from "./config/types.ts";
 import { createHttpApp } from "./http/app.ts";
 import { createLogger, type Logger } from "./log.ts";
-import { createMetrics, type Metrics } from "./metrics.ts";
+import { type Counts, createMetrics, type Metrics } from "./metrics.ts";
 import type { Conn, Listener, Platform, TlsClient, TlsServer, TlsVersion } from "./platform.ts";
 import { parseSize } from "./config/values.ts";
 import { type DriverDeps, type LiveSession, runSession, type RuntimeServer } from "./proxy/driver.ts";
@@ -208,6 +208,8 @@ export interface StartOptions {
   /** Only one process serves the HTTP endpoint. */
   readonly serveHttp?: boolean;
   readonly workerId?: number;
+  /** The other workers' counters, for the HTTP endpoint of the process that serves it. */
+  readonly peerMetrics?: () => Promise<readonly Partial<Counts>[]>;
 }
 
 export async function startPostern(config: Config, platform: Platform, opts: StartOptions = {}): Promise<Running> {
@@ -218,7 +220,7 @@ export async function startPostern(config: Config, platform: Platform, opts: Sta
   const open = new Map<string, OpenListener>();
   let http: Listener | undefined;
   let httpKey = "";
-  const httpDeps = { version: VERSION, metrics, auth: built.builtin, now: () => Date.now() };
+  const httpDeps = { version: VERSION, metrics, auth: built.builtin, now: () => Date.now(), peers: opts.peerMetrics };
 
   let drained: (() => void) | undefined; // resolves a graceful stop once the last session ends
   const nextSid = () => ++sid;

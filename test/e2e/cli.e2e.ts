@@ -138,15 +138,32 @@ mail:
       await p.waitForLog(/worker 1, 1 mail listener/, 15_000);
       const pids = new Set<string>();
       // SO_REUSEPORT spreads by connection hash: a few dozen connections reach both workers
+      const settled = () =>
+        waitFor(async () => {
+          const text = await (await fetch(`http://127.0.0.1:${http}/metrics`)).text();
+          return /^postern_sessions_active 0$/m.test(text) && text;
+        }, "the workers' sessions to end");
+      const total = (text: string) => Number(/^postern_connections_total (\d+)$/m.exec(text)?.[1]);
+      const before = total(await settled()); // the harness's own readiness probes
+      let made = 0;
       for (let i = 0; i < 40 && pids.size < 2; i++) {
         const c = await connectClient(port);
         await c.expect(/ready\r\n/);
         c.destroy();
-        const seen = i + 1;
-        await waitFor(() => (p.logs().match(/ connected to /g) ?? []).length >= seen, "the connection's log line");
+        made = i + 1;
+        await waitFor(() => (p.logs().match(/ connected to /g) ?? []).length >= made, "the connection's log line");
         for (const m of p.logs().matchAll(/ (\d+)#0: \*\d+ client 127\.0\.0\.2:\d+ connected/g)) pids.add(m[1]);
       }
       assert.equal(pids.size, 2, `connections went to ${[...pids].join(", ")}`);
+      // worker 1 serves /metrics and /health for both: the counts are the sum of the workers'
+      // (the connections went to both, so worker 1's own count would be short)
+      assert.equal(total(await settled()), before + made);
+      const held = await connectClient(port);
+      await held.expect(/ready\r\n/);
+      assert.match(await (await fetch(`http://127.0.0.1:${http}/metrics`)).text(), /^postern_sessions_active 1$/m);
+      assert.equal((await (await fetch(`http://127.0.0.1:${http}/health`)).json()).sessions, 1);
+      held.destroy();
+      assert.equal(total(await settled()), before + made + 1);
       const mark = p.logs().length;
       p.signal("SIGHUP");
       await waitFor(() => (p.logs().slice(mark).match(/reconfigured/g) ?? []).length >= 2, "both workers to reload");

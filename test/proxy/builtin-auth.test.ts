@@ -191,3 +191,21 @@ test("a new built-in service (what a reload builds) starts with an empty cache",
   assert.equal((await reloaded.ask(q({}))).status, "OK");
   assert.equal(c.calls.length, 2);
 });
+
+test("/metrics and /health add the other workers' counters to this one's", async () => {
+  const own = createMetrics(0);
+  own.connections = 3;
+  own.active = 1;
+  own.bytesClientToUpstream = 10;
+  const peers = [{ connections: 4, active: 2, bytesClientToUpstream: 5 }, { connections: 1, loginsOk: 7 }, { connections: "x" } as object];
+  const app = createHttpApp({ version: "test", metrics: own, auth: await service(), now: () => 5000, peers: () => Promise.resolve(peers) });
+  const text = await (await app.request("/metrics")).text();
+  assert.match(text, /^postern_connections_total 8$/m);
+  assert.match(text, /^postern_sessions_active 3$/m);
+  assert.match(text, /^postern_logins_total\{result="ok"\} 7$/m);
+  assert.match(text, /^postern_relay_bytes_total\{direction="client_to_upstream"\} 15$/m);
+  const health = await (await app.request("/health")).json();
+  assert.equal(health.sessions, 3);
+  assert.equal(health.uptime_seconds, 5);
+  assert.equal(own.connections, 3, "this worker's own counters are left as they are");
+});
