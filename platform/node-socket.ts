@@ -153,6 +153,7 @@ export class SocketConn implements Conn {
 
   #failWriters(): void {
     const waiters = this.#drainWaiters;
+    if (waiters.length === 0) return; // the usual close: no Error (and its stack trace) to make
     this.#drainWaiters = [];
     const err = this.#error ?? new Error("Cannot write: connection closed");
     for (const w of waiters) w.reject(err);
@@ -326,9 +327,21 @@ export async function connectSocket(to: Address, timeoutMs: number, t?: TlsClien
   }, timeoutMs); // covers the TCP connect and the TLS handshake
   try {
     await new Promise<void>((resolve, reject) => {
-      sock.once("connect", resolve);
-      sock.once("error", reject);
-      sock.once("close", () => reject(new Error("Connection closed")));
+      // each listener goes once the connect has settled: a "close" long after it must not make
+      // an Error (with its stack trace) for a promise nobody waits on
+      const settle = (err?: Error) => {
+        sock.removeListener("connect", onConnect);
+        sock.removeListener("error", onError);
+        sock.removeListener("close", onClose);
+        if (err === undefined) resolve();
+        else reject(err);
+      };
+      const onConnect = () => settle();
+      const onError = (err: Error) => settle(err);
+      const onClose = () => settle(new Error("Connection closed"));
+      sock.once("connect", onConnect);
+      sock.once("error", onError);
+      sock.once("close", onClose);
     });
     setUp(sock);
     if (t === undefined) return new SocketConn(sock);
