@@ -187,6 +187,16 @@ function sendTo(w: { send(m: unknown): boolean }, m: IpcMessage): void {
 }
 
 /**
+ * A message to the master. The callback form: with the channel gone (a master killed outright)
+ * the error goes to it, where send() without one would emit an "error" nobody handles.
+ */
+function tellMaster(m: IpcMessage): boolean {
+  if (!process.connected || process.send === undefined) return false;
+  process.send(m, undefined, undefined, () => {});
+  return true;
+}
+
+/**
  * A worker's side of the counters exchange: it answers the master with its own, and (worker 1)
  * asks for the others'. The returned function is StartOptions.peerMetrics.
  */
@@ -196,7 +206,7 @@ function workerCounts(own: () => Parameters<typeof countsOf>[0] | undefined, ask
   process.on("message", (m: unknown) => {
     if (isIpc(m, ASK_COUNTS)) {
       const metrics = own();
-      if (metrics !== undefined) process.send?.({ type: COUNTS, id: m.id, counts: countsOf(metrics) });
+      if (metrics !== undefined) tellMaster({ type: COUNTS, id: m.id, counts: countsOf(metrics) });
     } else if (isIpc(m, PEERS)) {
       const counts = Array.isArray(m.counts) ? m.counts.filter((c): c is object => typeof c === "object" && c !== null) : [];
       waiting.get(m.id)?.(counts);
@@ -213,7 +223,7 @@ function workerCounts(own: () => Parameters<typeof countsOf>[0] | undefined, ask
       };
       const timer = setTimeout(() => done([]), 2 * PEER_WAIT_MS); // a master that does not answer
       waiting.set(id, done);
-      process.send?.({ type: ASK_PEERS, id });
+      if (!tellMaster({ type: ASK_PEERS, id })) done([]);
     });
 }
 
