@@ -170,8 +170,12 @@ export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   return diff === 0;
 }
 
+// deno-lint-ignore no-control-regex
+const NEEDS_LOG_ESCAPE = /[\x00-\x1f\x7f-\uffff"\\]/;
+
 /** Printable form of untrusted bytes for logs: control and non-ASCII bytes become \xNN, quotes and backslashes are escaped. */
 export function escapeForLog(text: string): string {
+  if (!NEEDS_LOG_ESCAPE.test(text)) return text; // the usual line: no copy
   let out = "";
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { decodeSaslPlain } from "../../src/protocol/sasl.ts";
-import { encodeBase64, fromBytes, toBytes } from "../../src/util/bytes.ts";
+import { encodeBase64, escapeForLog, fromBytes, toBytes } from "../../src/util/bytes.ts";
 
 const ALL_BYTES = Uint8Array.from({ length: 256 }, (_, i) => i);
 
@@ -25,4 +25,17 @@ test("a UTF-8 password with continuation bytes 0x80-0x9f survives SASL PLAIN byt
   const r = decodeSaslPlain(encodeBase64(plain));
   assert.ok(r.ok);
   assert.deepEqual(toBytes(r.value.password), password);
+});
+
+test("escapeForLog passes printable ASCII through and writes every other byte, quote and backslash as \\xNN", () => {
+  const plain = "MAIL FROM:<alice@example.com> SIZE=10 ~!#$%&'()*+,-./:;<=>?@[]^_`{|}";
+  assert.equal(escapeForLog(plain), plain);
+  assert.equal(escapeForLog(""), "");
+  assert.equal(escapeForLog('a"b\\c'), "a\\x22b\\x5cc");
+  assert.equal(escapeForLog("x\r\n\x00\x1f\x7f\x80\xe9\xff"), "x\\x0d\\x0a\\x00\\x1f\\x7f\\x80\\xe9\\xff");
+  for (let c = 0; c < 256; c++) {
+    const ch = String.fromCharCode(c);
+    const want = c < 0x20 || c >= 0x7f || ch === '"' || ch === "\\" ? `\\x${c.toString(16).padStart(2, "0")}` : ch;
+    assert.equal(escapeForLog(`<${ch}>`), `<${want}>`, `byte ${c}`);
+  }
 });
