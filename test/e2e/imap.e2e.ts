@@ -9,7 +9,7 @@ import { promisify } from "node:util";
 import { type Dovecot, startDovecot } from "../support/dovecot.ts";
 import { authFail, authOk, type MockAuth, startMockAuth } from "../support/mock-auth.ts";
 import { imapBackend, IMAP_GREETING, type MockBackend, startMockBackend } from "../support/mock-backend.ts";
-import { freePorts, waitFor } from "../support/ports.ts";
+import { freePorts } from "../support/ports.ts";
 import { type Postern, startPostern, targets } from "../support/postern.ts";
 import { connectClient, within } from "../support/line-client.ts";
 
@@ -125,7 +125,7 @@ for (const target of targets()) {
     const { stdout } = await run("curl", ["-sS", "--max-time", "20", "--interface", "127.0.0.2", `imap://127.0.0.1:${p.builtin}/`, "-u", `${USER}:${PASS}`]);
     assert.match(stdout, /\* LIST \(.*\) "[./]" "?INBOX"?/);
     // Dovecot writes its log through its log process, a moment after the client has its answer
-    const login = await waitFor(() => dovecot.logins().slice(before).find((l) => l.user === USER), "Dovecot's login line", 5000);
+    const login = await dovecot.waitForLogin(before, (l) => l.user === USER, 5000);
     // the client was 127.0.0.2; Dovecot saw the proxy's address
     assert.equal(login.realRip, "127.0.0.1");
     await postern.waitForLog(/client logged in, client: 127\.0\.0\.2, server: 127\.0\.0\.1:\d+, login: "alice@example\.com", upstream: 127\.0\.0\.1:\d+/);
@@ -248,7 +248,7 @@ m.logout()
     assert.match(await c.expect(/u1 (OK|NO|BAD) .*\r\n/, 10_000), /u1 OK /);
     c.send("u2 LOGOUT\r\n");
     await c.expect(/u2 OK/);
-    await waitFor(() => dovecot.logins().slice(before).some((l) => l.user === UTF8_USER), "Dovecot's login line", 5000);
+    await dovecot.waitForLogin(before, (l) => l.user === UTF8_USER, 5000);
     c.end();
     await within(c.closed, 5000, "close after LOGOUT");
   });

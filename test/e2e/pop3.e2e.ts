@@ -11,7 +11,7 @@ import { Buffer } from "node:buffer";
 import { type Dovecot, startDovecot } from "../support/dovecot.ts";
 import { authFail, authOk, type MockAuth, startMockAuth } from "../support/mock-auth.ts";
 import { type MockBackend, pop3Backend, startMockBackend } from "../support/mock-backend.ts";
-import { freePorts, waitFor } from "../support/ports.ts";
+import { freePorts } from "../support/ports.ts";
 import { type Postern, startPostern, targets } from "../support/postern.ts";
 import { connectClient, within } from "../support/line-client.ts";
 
@@ -114,7 +114,7 @@ for (const target of targets()) {
     assert.match(retr.stdout, new RegExp(SUBJECT));
     assert.match(retr.stdout, /body line/);
     // Dovecot writes its log through its log process, a moment after the client has its answer
-    const login = await waitFor(() => dovecot.logins().slice(before).find((l) => l.user === USER && l.service === "pop3-login"), "Dovecot's login line", 5000);
+    const login = await dovecot.waitForLogin(before, (l) => l.user === USER && l.service === "pop3-login", 5000);
     // the client was 127.0.0.2; Dovecot saw the proxy's address
     assert.equal(login.realRip, "127.0.0.1");
     await postern.waitForLog(/client logged in, client: 127\.0\.0\.2, server: 127\.0\.0\.1:\d+, login: "alice@example\.com", upstream: 127\.0\.0\.1:\d+/);

@@ -292,11 +292,8 @@ async function closedUnanswered(c: LineClient, since: number, what: string): Pro
   return Date.now() - since;
 }
 
-async function dovecotLogin(since: number, service: string, rport: number): Promise<DovecotLogin> {
-  return await waitFor(
-    () => dovecot.logins().slice(since).find((l) => l.service === service && l.rport === String(rport)),
-    `Dovecot's ${service} login from port ${rport}:\n${dovecot.readLog().slice(-3000)}`,
-  );
+function dovecotLogin(since: number, service: string, rport: number): Promise<DovecotLogin> {
+  return dovecot.waitForLogin(since, (l) => l.service === service && l.rport === String(rport));
 }
 
 for (const target of targets()) {

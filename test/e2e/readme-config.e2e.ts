@@ -392,10 +392,7 @@ for (const target of targets()) {
 
   /** Dovecot's login line for this session: alice, over TLS, on its implicit-TLS listener. */
   async function assertDovecotLogin(protocol: "imap" | "pop3", since: number): Promise<DovecotLogin> {
-    const login = await waitFor(
-      () => dovecot.logins().slice(since).find((l) => l.service === `${protocol}-login` && l.user === ALICE),
-      `Dovecot's ${protocol}-login line for ${ALICE}:\n${dovecot.readLog().slice(-2000)}`,
-    );
+    const login = await dovecot.waitForLogin(since, (l) => l.service === `${protocol}-login` && l.user === ALICE);
     assert.equal(login.lport, String(backendPort(protocol)), login.line);
     assert.equal(login.realRip, "127.0.0.1", login.line);
     assert.match(login.line, /, TLS(,|$)/, `Dovecot says the session is TLS: ${login.line}`);

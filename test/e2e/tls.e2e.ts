@@ -19,7 +19,7 @@ import { makeTlsTestPki, type TlsTestPki } from "../support/certs.ts";
 import { type Dovecot, startDovecot } from "../support/dovecot.ts";
 import { type AuthRequest, authOk, type MockAuth, startMockAuth } from "../support/mock-auth.ts";
 import { imapBackend, type MockBackend, startMockBackend } from "../support/mock-backend.ts";
-import { freePorts, waitFor } from "../support/ports.ts";
+import { freePorts } from "../support/ports.ts";
 import { type Postfix, startPostfix } from "../support/postfix.ts";
 import { type Postern, runPostern, startPostern, type Target, targets } from "../support/postern.ts";
 import { connectClient, within } from "../support/line-client.ts";
@@ -724,7 +724,7 @@ for (const target of targets()) {
       { send: "a4 LOGOUT\r\n" },
       { expect: /a4 OK/ },
     ]);
-    await waitFor(() => dovecot.logins().slice(n).some((l) => l.user === ALICE), "Dovecot's login line", 5000);
+    await dovecot.waitForLogin(n, (l) => l.user === ALICE, 5000);
     // no certificate, or one whose name is not the user's: refused
     await sClient(p.external, CA(), [
       { expect: /\* OK IMAP4 ready\r\n/ },
@@ -767,9 +767,7 @@ for (const target of targets()) {
       }
       await within(c.closed, 5000, "close after logout");
       // Dovecot writes its log line asynchronously: wait for it rather than read it at once
-      const login = await waitFor(() => dovecot.logins().slice(n).find((l) => l.user === ALICE), "Dovecot's login line", 5000)
-        .catch(() => undefined);
-      assert.ok(login, `Dovecot logged the login: ${dovecot.readLog().slice(-1500)}`);
+      const login = await dovecot.waitForLogin(n, (l) => l.user === ALICE, 5000);
       assert.match(login.line, /TLS/, `${proto} via ${port}: Dovecot saw TLS: ${login.line}`);
     }
   });

@@ -79,6 +79,12 @@ export interface Dovecot {
   waitForLog(re: RegExp, timeoutMs?: number): Promise<string>;
   /** Every successful login logged so far. */
   logins(): DovecotLogin[];
+  /**
+   * Polls the log for a login after the first `since` that `match` accepts (Dovecot's log process
+   * writes a login line a moment after the client has its answer); the log's tail is in the error
+   * on timeout.
+   */
+  waitForLogin(since: number, match: (l: DovecotLogin) => boolean, timeoutMs?: number): Promise<DovecotLogin>;
   /** Deliver a message over LMTP (the real path mail takes). */
   deliver(user: string, message: string, from?: string): Promise<void>;
   /** Drop a message straight into the user's Maildir/new; returns the file path. */
@@ -417,6 +423,18 @@ export async function startDovecot(opts: DovecotOptions): Promise<Dovecot> {
     }
   };
 
+  const waitForLogin = async (since: number, match: (l: DovecotLogin) => boolean, timeoutMs = 10_000): Promise<DovecotLogin> => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const login = parseLogins(readLog()).slice(since).find(match);
+      if (login !== undefined) return login;
+      if (Date.now() >= deadline) {
+        throw new Error(`Timed out after ${timeoutMs} ms waiting for a login line in the Dovecot log:\n${readLog().slice(-3000)}`);
+      }
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  };
+
   const putMessage = (user: string, message: string): string => {
     const maildir = path.join(dir, "home", user, "Maildir");
     const created: string[] = [];
@@ -453,6 +471,7 @@ export async function startDovecot(opts: DovecotOptions): Promise<Dovecot> {
     readLog,
     waitForLog,
     logins: () => parseLogins(readLog()),
+    waitForLogin,
     deliver: (user, message, from = "sender@example.com") => lmtpDeliver(lmtpPort, user, message, from),
     putMessage,
     stop,
