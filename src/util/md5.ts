@@ -1,7 +1,7 @@
 // MD5 and HMAC-MD5 (RFC 1321, RFC 2104) for CRAM-MD5 and APOP in the built-in auth service, and
 // for its verified-credentials cache (one HMAC per login). Web Crypto has no MD5, and the core
 // stays free of runtime modules. All arithmetic is on int32 values, which JITs keep in registers
-// (a uint32 above 2^31 would be a double): ~1 µs per HMAC instead of ~13.
+// (a uint32 above 2^31 would be a double): ~2 µs per HMAC on Bun instead of ~13.
 
 const S = Uint8Array.of(7, 12, 17, 22, 5, 9, 14, 20, 4, 11, 16, 23, 6, 10, 15, 21); // per round, per i % 4
 const K = Int32Array.from({ length: 64 }, (_, i) => Math.floor(Math.abs(Math.sin(i + 1)) * 2 ** 32) | 0);

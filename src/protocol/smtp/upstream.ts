@@ -102,6 +102,12 @@ function xclientLine(s: SmtpUpstreamState): string {
   return line + "\r\n";
 }
 
+/** The backend's reply to an EHLO we sent: kept, with whether it offers PIPELINING. */
+function ehloHeard(s: SmtpUpstreamState, raw: Uint8Array): SmtpUpstreamState {
+  const ehlo = fromBytes(raw);
+  return { ...s, ehlo, pipelining: ehloOffers(ehlo, "PIPELINING") !== undefined };
+}
+
 /** After the greetings: the envelope (smtp_auth none), AUTH (proxy_smtp_auth), or done. */
 function afterHello(s: SmtpUpstreamState, rest: Uint8Array): Result {
   const smtp = smtpOf(s.init);
@@ -182,19 +188,15 @@ function onReply(s: SmtpUpstreamState, raw: Uint8Array, rest: Uint8Array): Resul
       // bytes after the 220 would be plaintext injected before TLS: dropped
       return { state: { ...s, phase: "tls-wait", buf: EMPTY }, actions: [{ kind: "start-tls" }] };
     case "hello": {
-      const ehlo = fromBytes(raw); // a reply to HELO is one line: no keywords
-      const state = { ...s, ehlo, pipelining: ehloOffers(ehlo, "PIPELINING") !== undefined };
+      const state = ehloHeard(s, raw); // a reply to HELO is one line: no keywords
       if (cfg.xclient) return send(state, "xclient", xclientLine(state));
       return afterHello(state, rest);
     }
     case "xclient":
       if (smtp.helo) return send(s, "client-hello", `${smtp.heloCommand === "EHLO" ? "EHLO" : "HELO"} ${smtp.helo}\r\n`);
       return afterHello({ ...s, pipelining: false }, rest); // XCLIENT started a new session, not greeted
-    case "client-hello": {
-      if (smtp.heloCommand !== "EHLO") return afterHello({ ...s, pipelining: false }, rest);
-      const ehlo = fromBytes(raw);
-      return afterHello({ ...s, ehlo, pipelining: ehloOffers(ehlo, "PIPELINING") !== undefined }, rest);
-    }
+    case "client-hello":
+      return afterHello(smtp.heloCommand === "EHLO" ? ehloHeard(s, raw) : { ...s, pipelining: false }, rest);
     case "auth-login":
       return send(s, "auth-login-user", encodeBase64(toBytes(s.init.login)) + "\r\n");
     case "auth-login-user":
